@@ -1,0 +1,222 @@
+"""One frozen Settings struct, loaded once from the environment and passed down explicitly.
+
+Every field is read from `WORKER_<FIELD NAME IN UPPER CASE>`, so the original worker's variables
+(`WORKER_KAFKA_BROKER_URL`, `WORKER_DOCKER_HOST`, `WORKER_ENABLE_RESOURCE_LIMITS`,
+`WORKER_JOB_FILES_HOST_DIR`, ...) keep working; `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and
+`DOCKER_CERT_PATH` are honoured when their `WORKER_` twins are unset. Sizes (`*_bytes`) accept
+binary suffixes (`256k`, `1m`, `1g`); lists are comma-separated. `dsw worker --help` prints the
+table made by `describe()`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+import msgspec
+from msgspec import Meta
+
+from dsw.errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+Seconds = Annotated[float, Meta(gt=0)]
+Bytes = Annotated[int, Meta(ge=0)]
+
+_DEFAULT_SANDBOX_DIR = str(Path(__file__).resolve().parent.parent / "sandbox")
+
+
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything the worker can be told; defaults are the original worker's where it had one."""
+
+    # Kafka
+    kafka_broker_url: Annotated[str, _doc("Kafka bootstrap servers, comma-separated")] = (
+        "localhost:9092"
+    )
+    runner_types: Annotated[tuple[str, ...], _doc("sandbox types served, comma-separated")] = (
+        "linux-amd64-dotnet-7",
+    )
+    pending_topic_prefix: Annotated[str, _doc("jobs of type T come from <prefix>T")] = "pending-"
+    consumer_group_prefix: Annotated[str, _doc("workers of type T join group <prefix>T")] = (
+        "workers."
+    )
+    running_topic: Annotated[str, _doc("topic for `running` messages")] = "running"
+    finished_topic: Annotated[str, _doc("topic for `finished` messages")] = "finished"
+    dead_letter_suffix: Annotated[str, _doc("unreadable jobs go to <pending topic><suffix>")] = (
+        ".DLT"
+    )
+    max_message_bytes: Annotated[
+        PositiveInt, _doc("largest message the broker accepts; `finished` is trimmed to fit")
+    ] = 1000 * KiB
+    kafka_timeout_s: Annotated[Seconds, _doc("Kafka request timeout")] = 30.0
+    kafka_reconnect_backoff_s: Annotated[Seconds, _doc("first reconnect delay")] = 0.1
+    kafka_reconnect_backoff_max_s: Annotated[Seconds, _doc("longest reconnect delay")] = 10.0
+    kafka_max_poll_interval_ms: Annotated[
+        PositiveInt, _doc("consumer max.poll.interval.ms (polling goes on while jobs run)")
+    ] = 300_000
+    kafka_session_timeout_ms: Annotated[PositiveInt, _doc("consumer session.timeout.ms")] = 45_000
+    # Jobs
+    max_containers: Annotated[PositiveInt, _doc("jobs run at once per sandbox type")] = 4
+    job_timeout_s: Annotated[Seconds, _doc("time limit of a job")] = 120.0
+    max_job_timeout_s: Annotated[Seconds, _doc("largest per-job timeout a job may ask for")] = 120.0
+    max_script_bytes: Annotated[PositiveInt, _doc("largest script (and stdin) accepted")] = MiB
+    output_limit_bytes: Annotated[
+        PositiveInt, _doc("cap of stdout and of stderr each; the container is killed past it")
+    ] = 256 * KiB
+    stop_grace_s: Annotated[Seconds, _doc("SIGTERM to SIGKILL grace at a timeout")] = 2.0
+    drain_timeout_s: Annotated[Seconds, _doc("on SIGTERM, how long running jobs may finish")] = 30.0
+    docker_retries: Annotated[
+        Annotated[int, Meta(ge=0)], _doc("retries of a job hit by a transient Docker error")
+    ] = 2
+    # Docker
+    docker_host: Annotated[str, _doc("Engine API address: unix:///path, unix:/path or tcp://")] = (
+        "unix:///var/run/docker.sock"
+    )
+    docker_tls_verify: Annotated[bool, _doc("verify the daemon's TLS certificate")] = False
+    docker_cert_path: Annotated[str, _doc("folder with ca.pem, cert.pem, key.pem for TLS")] = ""
+    docker_timeout_s: Annotated[Seconds, _doc("timeout of short Docker calls")] = 30.0
+    cleanup_timeout_s: Annotated[Seconds, _doc("deadline of a container's removal")] = 15.0
+    image_pull_timeout_s: Annotated[Seconds, _doc("deadline of a sandbox image pull")] = 120.0
+    sandbox_dir: Annotated[str, _doc("folder of sandbox/<type>/sandbox.toml")] = (
+        _DEFAULT_SANDBOX_DIR
+    )
+    # Limits
+    enable_resource_limits: Annotated[bool, _doc("apply memory, CPU, pids, blkio limits")] = True
+    memory_bytes: Annotated[Bytes, _doc("memory limit (swap limited to the same)")] = GiB
+    max_memory_bytes: Annotated[Bytes, _doc("largest per-job memory a job may ask for")] = GiB
+    memory_reservation_bytes: Annotated[Bytes, _doc("memory soft limit")] = 256 * MiB
+    cpu_period_us: Annotated[PositiveInt, _doc("CFS period")] = 200_000
+    cpu_quota_us: Annotated[PositiveInt, _doc("CFS quota per period")] = 100_000
+    cpu_shares: Annotated[PositiveInt, _doc("relative CPU weight")] = 512
+    pids_limit: Annotated[PositiveInt, _doc("processes and threads per container")] = 100
+    blkio_weight: Annotated[
+        Annotated[int, Meta(ge=0, le=1000)], _doc("block I/O weight where the kernel has it; 0 off")
+    ] = 400
+    tmpfs_bytes: Annotated[Bytes, _doc("size of the /tmp and HOME tmpfs each")] = 256 * MiB
+    nofile_limit: Annotated[PositiveInt, _doc("open files per process (ulimit -n)")] = 1024
+    file_size_limit_bytes: Annotated[Bytes, _doc("largest file a job may write (ulimit -f)")] = (
+        64 * MiB
+    )
+    # Service
+    worker_id: Annotated[str, _doc("this instance's name in labels and messages")] = ""
+    metrics_port: Annotated[Annotated[int, Meta(ge=0, le=65535)], _doc("0 disables")] = 9464
+    log_format: Annotated[Literal["keyvalue", "json"], _doc("log line format")] = "keyvalue"
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("log level")] = "INFO"
+    job_files_host_dir: Annotated[
+        str, _doc("accepted for compatibility; unused: job files travel through the Engine API")
+    ] = "/tmp/scripts"
+
+
+_FALLBACKS = {
+    "docker_host": "DOCKER_HOST",
+    "docker_tls_verify": "DOCKER_TLS_VERIFY",
+    "docker_cert_path": "DOCKER_CERT_PATH",
+}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
+_worker_id: str | None = None
+
+
+def env_name(field: str) -> str:
+    return "WORKER_ID" if field == "worker_id" else "WORKER_" + field.upper()
+
+
+def default_worker_id() -> str:
+    """host-pid-random: unique per process, readable in `docker ps` labels."""
+    global _worker_id
+    if _worker_id is None:
+        _worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return _worker_id
+
+
+def _parse_size(variable: str, text: str) -> int:
+    match = _SIZE.match(text)
+    if not match:
+        raise ConfigError(variable, f"not a size: {text!r} (e.g. 1048576, 256k, 1g)")
+    return int(match[1]) * _UNITS[match[2].lower()]
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read Settings from `environ` (default: os.environ); `overrides` win. Raises ConfigError."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    for field in msgspec.structs.fields(Settings):
+        variable = env_name(field.name)
+        text = environ.get(variable)
+        if text is None and field.name in _FALLBACKS:
+            text = environ.get(_FALLBACKS[field.name])
+        if text is None:
+            continue
+        if field.name.endswith("_bytes"):
+            raw[field.name] = _parse_size(variable, text)
+        elif _is_list(field.type):
+            raw[field.name] = [part.strip() for part in text.split(",") if part.strip()]
+        else:
+            raw[field.name] = text.strip()
+    raw.update(overrides)
+    raw["worker_id"] = raw.get("worker_id") or default_worker_id()
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        name = _field_of(str(exc))
+        value = f"invalid value {raw[name]!r}: " if name in raw else ""
+        raise ConfigError(env_name(name) if name else "WORKER_*", f"{value}{exc}") from exc
+    _check(settings)
+    return settings
+
+
+def _is_list(annotation: Any) -> bool:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return get_origin(annotation) is tuple
+
+
+def _field_of(message: str) -> str:
+    match = re.search(r"at `\$\.(\w+)", message)
+    return match[1] if match else ""
+
+
+def _check(settings: Settings) -> None:
+    if not settings.runner_types:
+        raise ConfigError("WORKER_RUNNER_TYPES", "no sandbox type given")
+    if settings.job_timeout_s > settings.max_job_timeout_s:
+        raise ConfigError("WORKER_JOB_TIMEOUT_S", "is larger than WORKER_MAX_JOB_TIMEOUT_S")
+    if settings.memory_bytes > settings.max_memory_bytes:
+        raise ConfigError("WORKER_MEMORY_BYTES", "is larger than WORKER_MAX_MEMORY_BYTES")
+    if not re.match(r"^(unix:/|tcp://|https?://)", settings.docker_host):
+        raise ConfigError("WORKER_DOCKER_HOST", f"unsupported address {settings.docker_host!r}")
+
+
+def describe() -> str:
+    """Every setting with its variable and default, for `--help`."""
+    lines = []
+    for field in msgspec.structs.fields(Settings):
+        default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        if field.name == "worker_id":
+            default = "<host>-<pid>-<random>"
+        if field.name == "sandbox_dir":
+            default = "<checkout>/sandbox"
+        doc = next(
+            (
+                m.description
+                for m in getattr(field.type, "__metadata__", ())
+                if isinstance(m, Meta) and m.description
+            ),
+            "",
+        )
+        lines.append(f"  {env_name(field.name):<36} {default!s:<28} {doc}")
+    return "\n".join(lines)

@@ -1,0 +1,271 @@
+"""Kafka for trio: aiokafka runs inside trio through trio-asyncio, and only in this module.
+
+`open_kafka` opens the asyncio loop and the idempotent producer (acks=all). `publish` retries
+until the broker acknowledges, backing off from 100 ms to 10 s as the original did, so a result is
+never dropped while Kafka is away. Consumers commit manually, pause and resume partitions for flow
+control, and report rebalances to the caller. No aiokafka type leaves this module.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+import trio_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from dsw import metrics
+from dsw.config import Settings
+from dsw.offsets import OffsetTracker, Partition
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class Record(msgspec.Struct, frozen=True):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+class Backoff:
+    """Delays growing from `first_s` to `max_s`; reset after a success."""
+
+    def __init__(self, first_s: float, max_s: float) -> None:
+        self.first_s, self.max_s = first_s, max_s
+        self.next_s = first_s
+
+    async def sleep(self) -> None:
+        await trio.sleep(self.next_s)
+        self.next_s = min(self.next_s * 2, self.max_s)
+
+    def reset(self) -> None:
+        self.next_s = self.first_s
+
+
+def _aio(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    return trio_asyncio.aio_as_trio(function)  # type: ignore[no-any-return]
+
+
+class Kafka:
+    """The worker's connection to Kafka: one producer, any number of consumers."""
+
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self._producer = producer
+        # Empty while Kafka answers; else the last error, for readiness.
+        self.failing = ""
+
+    def trouble(self, what: str, exc: Exception, retry_in_s: float | None = None) -> None:
+        self.failing = f"{what}: {exc!r}"
+        metrics.kafka_reconnects.inc()
+        retry = f" retry_in_s={retry_in_s}" if retry_in_s is not None else ""
+        log.warning("Kafka %s failed%s error=%r", what, retry, exc)
+
+    def _backoff(self) -> Backoff:
+        return Backoff(
+            self.settings.kafka_reconnect_backoff_s, self.settings.kafka_reconnect_backoff_max_s
+        )
+
+    async def publish(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: Headers | None = None,
+    ) -> None:
+        """Send and wait for the broker's acknowledgement, retrying with backoff until it comes.
+
+        Only cancellation stops the retries (the caller then must not commit the job's offset).
+        """
+        key_bytes = key.encode() if isinstance(key, str) else key
+        backoff = self._backoff()
+        while True:
+            try:
+                await _aio(self._producer.send_and_wait)(
+                    topic, value, key=key_bytes, headers=headers
+                )
+                self.failing = ""
+                return
+            except KafkaError as exc:
+                self.trouble(f"publish to {topic}", exc, backoff.next_s)
+                await backoff.sleep()
+
+    @asynccontextmanager
+    async def open_consumer(
+        self,
+        topic: str,
+        group: str,
+        tracker: OffsetTracker,
+    ) -> AsyncIterator[Consumer]:
+        """A started consumer of `topic` in `group`, stopped (shielded) on exit.
+
+        In a rebalance it commits what `tracker` says is finished before partitions are given
+        up, and makes `tracker` forget the partitions that went to another worker.
+        """
+        settings = self.settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_broker_url,
+            group_id=group,
+            client_id=f"dsw-{settings.worker_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 10, 100),
+            request_timeout_ms=int(settings.kafka_timeout_s * 1000),
+            retry_backoff_ms=int(settings.kafka_reconnect_backoff_s * 1000),
+            max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
+        )
+        wrapper = Consumer(self, consumer, tracker)
+        consumer.subscribe([topic], listener=_Listener(wrapper))
+        backoff = self._backoff()
+        while True:
+            try:
+                await _aio(consumer.start)()
+                break
+            except KafkaError as exc:
+                self.trouble(f"consumer start of {topic}", exc, backoff.next_s)
+                await backoff.sleep()
+        try:
+            yield wrapper
+        finally:
+            with trio.move_on_after(settings.kafka_timeout_s, shield=True):
+                await _aio(consumer.stop)()
+
+
+class Consumer:
+    """Manual-commit consumer: take records, pause and resume partitions, commit positions."""
+
+    def __init__(self, kafka: Kafka, consumer: AIOKafkaConsumer, tracker: OffsetTracker) -> None:
+        self._kafka = kafka
+        self._consumer = consumer
+        self.tracker = tracker
+
+    def assignment(self) -> list[Partition]:
+        return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]
+
+    def pause(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.pause(*(TopicPartition(*p) for p in partitions))
+
+    def resume(self, partitions: Iterable[Partition]) -> None:
+        self._consumer.resume(*(TopicPartition(*p) for p in partitions))
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        """Read `offset` again later: the record was taken from the buffer but not accepted."""
+        self._consumer.seek(TopicPartition(*partition), offset)
+
+    async def take(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Up to `max_records` records from unpaused partitions, waiting at most `timeout_s`.
+
+        Calling this keeps the consumer in its group even when every partition is paused. A Kafka
+        failure is logged and gives no records after a pause; aiokafka reconnects by itself.
+        """
+        try:
+            batches = await _aio(self._consumer.getmany)(
+                timeout_ms=int(timeout_s * 1000), max_records=max_records
+            )
+        except KafkaError as exc:
+            self._kafka.trouble("fetch", exc, timeout_s)
+            await trio.sleep(timeout_s)
+            return []
+        return [
+            Record(
+                r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ())
+            )
+            for records in batches.values()
+            for r in records
+        ]
+
+    async def commit(self) -> bool:
+        """Commit the tracker's finished positions of assigned partitions; False if refused."""
+        return bool(await _aio(self.commit_in_asyncio)(self.assignment()))
+
+    async def commit_in_asyncio(self, partitions: list[Partition]) -> bool:
+        positions = self.tracker.to_commit(partitions)
+        if not positions:
+            return True
+        try:
+            await self._consumer.commit({TopicPartition(*p): o for p, o in positions.items()})
+        except KafkaError as exc:
+            # The group moved on (CommitFailedError, IllegalStateError) or the broker is away:
+            # the uncommitted jobs are redelivered, which at-least-once allows.
+            self._kafka.trouble(f"commit of {positions}", exc)
+            return False
+        self.tracker.committed(positions)
+        return True
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs inside aiokafka's rebalance (asyncio side): commit what is done, then hand over."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._consumer.commit_in_asyncio([(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        partitions = [(tp.topic, tp.partition) for tp in assigned]
+        dropped = self._consumer.tracker.keep_only(partitions)
+        log.info("partitions assigned=%s dropped=%s", sorted(partitions), sorted(dropped))
+
+
+@asynccontextmanager
+async def open_kafka(settings: Settings) -> AsyncIterator[Kafka]:
+    """The asyncio loop for aiokafka and a started idempotent producer; waits for Kafka."""
+    async with trio_asyncio.open_loop():
+        producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_broker_url,
+            client_id=f"dsw-{settings.worker_id}",
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=int(settings.kafka_timeout_s * 1000),
+            retry_backoff_ms=int(settings.kafka_reconnect_backoff_s * 1000),
+            max_request_size=settings.max_message_bytes + 64 * 1024,
+            linger_ms=0,
+        )
+        kafka = Kafka(settings, producer)
+        backoff = kafka._backoff()
+        while True:
+            try:
+                await _aio(producer.start)()
+                break
+            except KafkaError as exc:
+                kafka.trouble(f"connection to {settings.kafka_broker_url}", exc, backoff.next_s)
+                await backoff.sleep()
+        kafka.failing = ""
+        try:
+            yield kafka
+        finally:
+            with trio.move_on_after(settings.kafka_timeout_s, shield=True):
+                await _aio(producer.stop)()
+
+
+async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) -> None:
+    """Create topics that do not exist yet (tests, `dsw submit`, local setups). Needs open_kafka's
+    loop or its own: it runs in the current trio-asyncio loop."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await _aio(admin.start)()
+    try:
+        for topic in topics:
+            try:
+                await _aio(admin.create_topics)(
+                    [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+                )
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        with trio.move_on_after(10, shield=True):
+            await _aio(admin.close)()

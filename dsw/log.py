@@ -1,0 +1,42 @@
+"""Structured log lines: `key=value` text (default) or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+
+class _KeyValue(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
+        line += f"logger={record.name} msg={record.getMessage()}"
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line
+
+
+class _Json(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(log_format: str = "keyvalue", level: str = "INFO") -> None:
+    """Log to stderr in `log_format`; aiokafka's chatter is kept at WARNING."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Json() if log_format == "json" else _KeyValue())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "trio-asyncio", "asyncio"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,61 @@
+"""Prometheus metrics of the worker. Names are documented in the README's metrics table."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from dsw import __version__
+
+_DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+jobs_received = Counter("dsw_jobs_received", "Job records taken from Kafka", ["sandbox"])
+jobs_finished = Counter(
+    "dsw_jobs_finished", "Outcomes published to `finished`", ["sandbox", "status", "finished_with"]
+)
+jobs_rejected = Counter("dsw_jobs_rejected", "Jobs published as REJECTED", ["sandbox", "reason"])
+jobs_dead_lettered = Counter(
+    "dsw_jobs_dead_lettered",
+    "Unreadable records sent to the dead-letter topic",
+    ["sandbox", "reason"],
+)
+jobs_deduplicated = Counter(
+    "dsw_jobs_deduplicated", "Records of a job id already in flight, not started again", ["sandbox"]
+)
+containers_reaped = Counter("dsw_containers_reaped", "Orphaned containers removed by the reaper")
+cleanup_failures = Counter("dsw_cleanup_failures", "Container removals that failed or timed out")
+docker_errors = Counter("dsw_docker_api_errors", "Docker Engine API errors", ["endpoint"])
+kafka_reconnects = Counter("dsw_kafka_reconnects", "Kafka calls retried after a failure")
+commit_failures = Counter("dsw_kafka_commit_failures", "Offset commits the group refused")
+
+queue_wait = Histogram(
+    "dsw_queue_wait_seconds",
+    "From the job record's timestamp to its container's start",
+    buckets=_DURATION_BUCKETS,
+)
+container_create = Histogram(
+    "dsw_container_create_seconds", "Container create and file upload", buckets=_DURATION_BUCKETS
+)
+container_start = Histogram(
+    "dsw_container_start_seconds", "Container start", buckets=_DURATION_BUCKETS
+)
+container_run = Histogram(
+    "dsw_container_run_seconds",
+    "From start to exit (or to the time limit)",
+    buckets=_DURATION_BUCKETS,
+)
+container_cleanup = Histogram(
+    "dsw_container_cleanup_seconds", "Container removal", buckets=_DURATION_BUCKETS
+)
+job_end_to_end = Histogram(
+    "dsw_job_end_to_end_seconds",
+    "From the job record's timestamp to `finished` acknowledged",
+    buckets=_DURATION_BUCKETS,
+)
+
+jobs_in_flight = Gauge("dsw_jobs_in_flight", "Jobs running now", ["sandbox"])
+capacity = Gauge("dsw_capacity", "Jobs that may run at once", ["sandbox"])
+partitions_paused = Gauge(
+    "dsw_partitions_paused", "Partitions paused for lack of capacity", ["sandbox"]
+)
+build_info = Gauge("dsw_build_info", "Always 1; the version in a label", ["version"])
+build_info.labels(version=__version__).set(1)

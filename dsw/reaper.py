@@ -1,0 +1,93 @@
+"""Removes containers that no running job owns: those of workers that are gone, and leftovers.
+
+A container is reaped when it carries this project's label and
+- its worker ran on this host under a pid that no longer exists, or
+- it belongs to this worker but its job is no longer in flight, or
+- it is older than any job could live (maximum timeout plus stop, cleanup and slack);
+and, as the original worker did at start-up, any container named `sandbox-job-*` without our
+labels. Nothing else is ever touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Collection
+from typing import Any
+
+from dsw.config import Settings
+from dsw.container_spec import HOST_LABEL, JOB_LABEL, PID_LABEL, PROJECT_LABEL, WORKER_LABEL
+from dsw.docker.client import DockerClient
+from dsw.errors import DockerError
+
+log = logging.getLogger(__name__)
+
+# A container created this recently may belong to a job that is still being registered.
+_YOUNG_S = 30.0
+_SLACK_S = 60.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lifetime_bound_s(settings: Settings) -> float:
+    """No job's container can legitimately be older than this."""
+    return (
+        settings.max_job_timeout_s
+        + settings.stop_grace_s
+        + 2 * settings.docker_timeout_s
+        + settings.cleanup_timeout_s
+        + _SLACK_S
+    )
+
+
+def orphan_reason(
+    container: dict[str, Any], settings: Settings, active_jobs: Collection[str], now: float
+) -> str | None:
+    """Why this listed container is an orphan, or None if it may still be in use."""
+    labels = container.get("Labels") or {}
+    age_s = now - float(container.get("Created", now))
+    if labels.get(PROJECT_LABEL) != "dsw":
+        return "unlabelled sandbox-job container"
+    if age_s > lifetime_bound_s(settings):
+        return f"older than any job ({age_s:.0f} s)"
+    if labels.get(WORKER_LABEL) == settings.worker_id:
+        if labels.get(JOB_LABEL) not in active_jobs and age_s > _YOUNG_S:
+            return "its job is no longer in flight"
+        return None
+    if labels.get(HOST_LABEL) == socket.gethostname():
+        pid = labels.get(PID_LABEL, "")
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            return f"its worker (pid {pid}) is gone"
+    return None
+
+
+async def reap(docker: DockerClient, settings: Settings, active_jobs: Collection[str] = ()) -> int:
+    """Remove orphaned containers; returns how many were removed. Raises DockerError on listing."""
+    labelled = await docker.containers_list(labels=[f"{PROJECT_LABEL}=dsw"])
+    named = await docker.containers_list(name="^/sandbox-job-")
+    candidates = {c["Id"]: c for c in [*labelled, *named]}
+    removed = 0
+    now = time.time()
+    for container_id, container in candidates.items():
+        reason = orphan_reason(container, settings, active_jobs, now)
+        if reason is None:
+            continue
+        names = ",".join(n.lstrip("/") for n in container.get("Names", []))
+        try:
+            await docker.container_remove(container_id)
+        except DockerError as exc:
+            log.warning("reaper could not remove container=%s error=%s", names, exc)
+            continue
+        removed += 1
+        log.info("reaped container=%s reason=%r", names, reason)
+    return removed

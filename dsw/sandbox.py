@@ -1,0 +1,262 @@
+"""The life of one job's container: create, deliver files, start, wait, collect, remove.
+
+Everything runs inside the caller's trio cancel scope. Whatever happens (success, failure,
+timeout, an output cap, a Docker error, cancellation from outside), the container is removed
+before `run_script` returns or raises, in a shielded cleanup with its own deadline; a removal
+that fails is logged and left to the reaper, never raised over the result.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import logging
+import re
+import tarfile
+import time
+from collections.abc import Callable
+
+import msgspec
+import trio
+
+from dsw import metrics
+from dsw.config import Settings
+from dsw.container_spec import SCRIPT_DIR, JobLimits, container_config, unenforced
+from dsw.docker.client import DockerClient
+from dsw.docker.logs import STDERR, STDOUT, CappedOutput, FrameParser
+from dsw.errors import (
+    Conflict,
+    DockerError,
+    DockerUnavailable,
+    InvalidJobId,
+    LimitsNotEnforced,
+    NotFound,
+)
+from dsw.sandbox_types import SandboxType
+
+log = logging.getLogger(__name__)
+
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# After the container has exited its log stream ends by itself; this only bounds a stuck daemon.
+LOG_DRAIN_S = 10.0
+
+
+class FinishedWith(enum.Enum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"
+
+
+class ScriptRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What to run: a validated job, its sandbox type and its limits."""
+
+    job_id: str
+    sandbox: SandboxType
+    script: str
+    limits: JobLimits
+    nuget_config: str | None = None
+    stdin: str | None = None
+
+
+class ScriptOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    finished_with: FinishedWith
+    stdout: str
+    stderr: str
+    exit_code: int | None
+    duration_s: float
+    oom_killed: bool = False
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    output_limit_exceeded: bool = False
+    peak_memory_bytes: int | None = None
+
+
+def validate_job_id(job_id: object) -> str:
+    """The job id if it is a UUID in text form; InvalidJobId otherwise (before any Docker call)."""
+    if not isinstance(job_id, str) or not _UUID.match(job_id):
+        raise InvalidJobId(job_id)
+    return job_id
+
+
+def container_name(job_id: str) -> str:
+    return f"sandbox-job-{validate_job_id(job_id)}"
+
+
+def job_archive(request: ScriptRequest) -> bytes:
+    """A tar of the job's files for /tmp/script, owned by root and read-only to the sandbox user."""
+    files = {request.sandbox.script_name: request.script}
+    if request.nuget_config is not None and request.sandbox.nuget_config:
+        files["NuGet.Config"] = request.nuget_config
+    if request.stdin is not None:
+        files["stdin"] = request.stdin
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, text in files.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def run_script(
+    docker: DockerClient,
+    settings: Settings,
+    request: ScriptRequest,
+    on_started: Callable[[], None] | None = None,
+) -> ScriptOutcome:
+    """Run one script in a fresh container and return its outcome; `on_started` runs once it starts.
+
+    Raises InvalidJobId before touching Docker, LimitsNotEnforced, or DockerError when the daemon
+    fails us (never the script's fault). On cancellation the container is killed and removed, then
+    Cancelled propagates.
+    """
+    name = container_name(request.job_id)
+    config = container_config(settings, request.sandbox, request.limits, request.job_id)
+    archive = job_archive(request)
+    container: str | None = None
+    try:
+        with metrics.container_create.time():
+            container = await _create(docker, name, config)
+            await docker.container_put_archive(container, SCRIPT_DIR, archive)
+        return await _start_and_wait(docker, settings, request, container, on_started)
+    finally:
+        with trio.move_on_after(settings.cleanup_timeout_s, shield=True) as cleanup:
+            await remove_container(docker, container or name, request.job_id)
+        if cleanup.cancelled_caught:
+            log.warning("container removal timed out job=%s container=%s", request.job_id, name)
+            metrics.cleanup_failures.inc()
+
+
+async def _create(docker: DockerClient, name: str, config: dict[str, object]) -> str:
+    try:
+        container, warnings = await docker.container_create(name, config)
+    except Conflict:
+        # A container of this job outlived a crashed run: it is ours to replace.
+        log.warning("replacing leftover container name=%s", name)
+        await docker.container_remove(name)
+        container, warnings = await docker.container_create(name, config)
+    if refused := unenforced(warnings):
+        raise LimitsNotEnforced(refused)
+    return container
+
+
+async def remove_container(docker: DockerClient, container: str, job_id: str) -> None:
+    """Force-remove a container and its volumes; a failure is logged and counted, never raised:
+    the reaper retries it. The caller shields it and gives it a deadline."""
+    try:
+        with metrics.container_cleanup.time():
+            await docker.container_remove(container)
+    except DockerError as exc:
+        log.warning("container removal failed job=%s container=%s error=%s", job_id, container, exc)
+        metrics.cleanup_failures.inc()
+
+
+class _Run:
+    """What the tasks of one running container learn about it."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.stdout = CappedOutput(limit_bytes)
+        self.stderr = CappedOutput(limit_bytes)
+        self.output_limit_exceeded = False
+        self.peak_memory_bytes: int | None = None
+        self.logs_done = trio.Event()
+        self.logs_error: DockerError | None = None
+
+
+async def _start_and_wait(
+    docker: DockerClient,
+    settings: Settings,
+    request: ScriptRequest,
+    container: str,
+    on_started: Callable[[], None] | None,
+) -> ScriptOutcome:
+    run = _Run(settings.output_limit_bytes)
+    with metrics.container_start.time():
+        await docker.container_start(container)
+    started = trio.current_time()
+    if on_started is not None:
+        on_started()
+    timed_out = False
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_collect_output, docker, container, run)
+        nursery.start_soon(_sample_memory, docker, container, run)
+        with trio.move_on_after(request.limits.timeout_s) as timer:
+            exit_code = await docker.container_wait(container)
+        if timer.cancelled_caught:
+            timed_out = True
+            exit_code = await _stop(docker, settings, container)
+        duration_s = trio.current_time() - started
+        metrics.container_run.observe(duration_s)
+        with trio.move_on_after(LOG_DRAIN_S):
+            await run.logs_done.wait()
+        nursery.cancel_scope.cancel(reason="container exited")
+    if run.logs_error is not None:
+        raise run.logs_error
+    state = (await docker.container_inspect(container)).get("State", {})
+    if timed_out:
+        finished_with = FinishedWith.TIME_LIMIT_EXCEEDED
+    elif exit_code == 0 and not run.output_limit_exceeded:
+        finished_with = FinishedWith.SUCCEEDED
+    else:
+        finished_with = FinishedWith.FAILED
+    return ScriptOutcome(
+        finished_with=finished_with,
+        stdout=run.stdout.text(),
+        stderr=run.stderr.text(),
+        exit_code=exit_code,
+        duration_s=round(duration_s, 3),
+        oom_killed=bool(state.get("OOMKilled")),
+        stdout_truncated=run.stdout.truncated,
+        stderr_truncated=run.stderr.truncated,
+        output_limit_exceeded=run.output_limit_exceeded,
+        peak_memory_bytes=run.peak_memory_bytes,
+    )
+
+
+async def _stop(docker: DockerClient, settings: Settings, container: str) -> int:
+    """SIGTERM, SIGKILL after the grace; the exit code. DockerUnavailable if it will not stop."""
+    with trio.move_on_after(settings.stop_grace_s + settings.docker_timeout_s):
+        await docker.container_stop(container, settings.stop_grace_s)
+    with trio.move_on_after(settings.docker_timeout_s):
+        return await docker.container_wait(container)
+    raise DockerUnavailable("POST /containers/stop", "the container did not stop")
+
+
+async def _collect_output(docker: DockerClient, container: str, run: _Run) -> None:
+    """Follow the log stream into the capped buffers; kill the container when a cap is passed."""
+    parser = FrameParser()
+    outputs = {STDOUT: run.stdout, STDERR: run.stderr}
+    try:
+        async with docker.open_container_logs(container) as chunks:
+            async for chunk in chunks:
+                for stream, piece in parser.feed(chunk):
+                    output = outputs.get(stream)
+                    if output is not None and not output.append(piece):
+                        run.output_limit_exceeded = True
+                        await _kill(docker, container)
+                        return
+    except DockerError as exc:
+        run.logs_error = exc
+    finally:
+        run.logs_done.set()
+
+
+async def _kill(docker: DockerClient, container: str) -> None:
+    try:
+        await docker.container_kill(container)
+    except (Conflict, NotFound):
+        pass  # it has already stopped
+
+
+async def _sample_memory(docker: DockerClient, container: str, run: _Run) -> None:
+    """Best effort: the peak memory use the daemon reports while the container runs."""
+    try:
+        async with docker.open_container_stats(container) as samples:
+            async for sample in samples:
+                memory = sample.get("memory_stats") or {}
+                peak = memory.get("max_usage") or memory.get("usage")
+                if peak:
+                    run.peak_memory_bytes = max(peak, run.peak_memory_bytes or 0)
+    except DockerError as exc:
+        log.debug("memory sampling stopped container=%s error=%s", container, exc)

@@ -1,0 +1,44 @@
+"""Sandbox types as data: `sandbox/<type>/sandbox.toml` says which image runs a script and how."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+from dsw.errors import ConfigError, UnknownSandboxType
+
+
+class SandboxType(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One sandbox type, as its sandbox.toml describes it."""
+
+    name: str
+    image: str
+    script_name: str
+    command: tuple[str, ...]
+    network: bool = False
+    nuget_config: bool = False
+    tmpfs_exec: bool = False
+    env: tuple[str, ...] = ("HOME=/home/sandbox",)
+
+
+def load_sandbox_type(sandbox_dir: str | Path, name: str) -> SandboxType:
+    """Read sandbox/<name>/sandbox.toml. Raises UnknownSandboxType or ConfigError."""
+    if not name or "/" in name or name.startswith("."):
+        raise UnknownSandboxType(f"not a sandbox type name: {name!r}")
+    path = Path(sandbox_dir) / name / "sandbox.toml"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UnknownSandboxType(f"unknown sandbox type {name!r}: no {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"invalid TOML: {exc}") from exc
+    try:
+        return msgspec.convert({**data, "name": name}, SandboxType)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(str(path), str(exc)) from exc
+
+
+def load_sandbox_types(sandbox_dir: str | Path, names: tuple[str, ...]) -> dict[str, SandboxType]:
+    return {name: load_sandbox_type(sandbox_dir, name) for name in names}

@@ -1,0 +1,67 @@
+# dsw: run C# scripts from Kafka in locked-down Docker containers. `just` lists the recipes.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+venv := justfile_directory() / ".venv/bin"
+export WORKER_KAFKA_BROKER_URL := env("WORKER_KAFKA_BROKER_URL", "127.0.0.1:9092")
+
+# List the recipes
+default:
+    @just --list --unsorted
+
+# Install and start what the project needs: Python env, Docker, base image, Kafka (idempotent)
+[group('setup')]
+provision:
+    scripts/provision.sh
+
+# Build one sandbox image, tagged dsw-sandbox:TYPE (e.g. linux-amd64-mono)
+[group('setup')]
+sandbox TYPE:
+    docker build -q -f sandbox/{{TYPE}}/Dockerfile -t dsw-sandbox:{{TYPE}} sandbox/ >/dev/null
+    @echo "built dsw-sandbox:{{TYPE}}"
+
+# Build the sandbox images the tests and `just run` use
+[group('setup')]
+sandboxes: (sandbox "linux-amd64-shell") (sandbox "linux-amd64-mono")
+
+# Start the local Kafka broker
+[group('setup')]
+kafka-up:
+    scripts/provision-kafka.sh up
+
+# Stop the local Kafka broker
+[group('setup')]
+kafka-down:
+    scripts/provision-kafka.sh down
+
+# Provision, build the sandboxes and serve jobs in the foreground (Ctrl-C drains and stops)
+[group('run')]
+run: provision sandboxes
+    #!/usr/bin/env bash
+    set -euo pipefail
+    types=linux-amd64-mono,linux-amd64-shell
+    if docker image inspect dsw-sandbox:linux-amd64-dotnet-7 >/dev/null 2>&1; then
+        types=linux-amd64-dotnet-7,$types
+    fi
+    export WORKER_RUNNER_TYPES=${WORKER_RUNNER_TYPES:-$types}
+    exec {{venv}}/dsw worker
+
+# Run one script in a sandbox without Kafka (e.g. `just script sandbox/test-scripts/hello-world.csx`)
+[group('run')]
+script PATH *ARGS:
+    {{venv}}/dsw run {{PATH}} {{ARGS}}
+
+# Run the whole test suite against the real Docker daemon and Kafka broker
+[group('check')]
+test *ARGS: provision sandboxes
+    {{venv}}/pytest {{ARGS}}
+
+# ruff, mypy (strict on dsw/) and flake8-async
+[group('check')]
+lint: provision
+    {{venv}}/ruff check dsw tests scripts
+    {{venv}}/ruff format --check dsw tests scripts
+    {{venv}}/mypy
+    # ASYNC127 would swap httpx for a fork (the design fixes httpx); ASYNC9xx are opt-in.
+    {{venv}}/flake8-async --disable ASYNC127,ASYNC9 --startable-in-context-manager serve_status \
+        $(git ls-files -co --exclude-standard 'dsw/*.py' 'dsw/**/*.py' 'tests/*.py')

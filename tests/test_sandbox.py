@@ -1,0 +1,249 @@
+"""The container lifecycle of one job, against the real Docker daemon."""
+
+from __future__ import annotations
+
+import resource
+import uuid
+
+import httpx
+import msgspec
+import pytest
+import trio
+
+from dsw.config import MiB, Settings
+from dsw.container_spec import JobLimits
+from dsw.docker import DockerClient
+from dsw.errors import InvalidJobId
+from dsw.sandbox import FinishedWith, ScriptOutcome, ScriptRequest, run_script
+from dsw.sandbox_types import load_sandbox_type
+from tests.conftest import TEST_SCRIPTS, configure
+
+
+def request_for(
+    settings: Settings,
+    script: str,
+    sandbox: str = "linux-amd64-shell",
+    *,
+    stdin: str | None = None,
+    timeout_s: float = 30.0,
+    memory_bytes: int | None = None,
+    job_id: str | None = None,
+) -> ScriptRequest:
+    return ScriptRequest(
+        job_id=job_id or str(uuid.uuid4()),
+        sandbox=load_sandbox_type(settings.sandbox_dir, sandbox),
+        script=script,
+        stdin=stdin,
+        limits=JobLimits(timeout_s=timeout_s, memory_bytes=memory_bytes or settings.memory_bytes),
+    )
+
+
+async def run(
+    docker: DockerClient, settings: Settings, script: str, **kwargs: object
+) -> ScriptOutcome:
+    return await run_script(docker, settings, request_for(settings, script, **kwargs))  # type: ignore[arg-type]
+
+
+async def test_shell_hello_world(docker: DockerClient, settings: Settings) -> None:
+    script = (TEST_SCRIPTS / "hello-world.sh").read_text()
+    outcome = await run(docker, settings, script)
+    assert outcome.finished_with is FinishedWith.SUCCEEDED
+    assert outcome.stdout == "Hello from script\n"
+    assert outcome.stderr == ""
+    assert outcome.exit_code == 0
+
+
+async def test_mono_hello_world(docker: DockerClient, settings: Settings) -> None:
+    script = (TEST_SCRIPTS / "hello-world.csx").read_text()
+    outcome = await run(docker, settings, script, sandbox="linux-amd64-mono")
+    assert outcome.finished_with is FinishedWith.SUCCEEDED, outcome.stderr
+    assert outcome.stdout == "Hello from script\n"
+
+
+async def test_mono_compile_error(docker: DockerClient, settings: Settings) -> None:
+    script = 'Console.WriteLine("ok");\nint x = "not a number";\n'
+    outcome = await run(docker, settings, script, sandbox="linux-amd64-mono")
+    assert outcome.finished_with is FinishedWith.FAILED
+    assert outcome.exit_code != 0
+    assert "main.csx(2," in outcome.stderr
+    assert "error CS0029" in outcome.stderr
+
+
+async def test_mono_unhandled_exception(docker: DockerClient, settings: Settings) -> None:
+    script = 'Console.WriteLine("before");\nthrow new InvalidOperationException("boom");\n'
+    outcome = await run(docker, settings, script, sandbox="linux-amd64-mono")
+    assert outcome.finished_with is FinishedWith.FAILED
+    assert outcome.stdout == "before\n"
+    assert "System.InvalidOperationException: boom" in outcome.stderr
+
+
+async def test_non_zero_exit(docker: DockerClient, settings: Settings) -> None:
+    outcome = await run(docker, settings, "echo out; echo err >&2; exit 3\n")
+    assert outcome.finished_with is FinishedWith.FAILED
+    assert (outcome.exit_code, outcome.stdout, outcome.stderr) == (3, "out\n", "err\n")
+
+
+@pytest.mark.parametrize("sandbox", ["linux-amd64-shell", "linux-amd64-mono"])
+async def test_reading_stdin(docker: DockerClient, settings: Settings, sandbox: str) -> None:
+    suffix = "csx" if sandbox.endswith("mono") else "sh"
+    script = (TEST_SCRIPTS / f"read-stdin.{suffix}").read_text()
+    given = await run(docker, settings, script, sandbox=sandbox, stdin="first line\nsecond\n")
+    assert given.finished_with is FinishedWith.SUCCEEDED, given.stderr
+    assert "first line" in given.stdout
+    assert "second" in given.stdout
+    empty = await run(docker, settings, script, sandbox=sandbox)
+    assert empty.finished_with is FinishedWith.SUCCEEDED, empty.stderr
+    assert "first line" not in empty.stdout
+
+
+async def test_timeout_of_a_sleeping_script(docker: DockerClient, settings: Settings) -> None:
+    started = trio.current_time()
+    outcome = await run(docker, settings, "echo started; sleep 300\n", timeout_s=2)
+    elapsed = trio.current_time() - started
+    assert outcome.finished_with is FinishedWith.TIME_LIMIT_EXCEEDED
+    assert outcome.stdout == "started\n"
+    assert elapsed < 2 + settings.stop_grace_s + 10
+
+
+async def test_timeout_of_a_script_ignoring_sigterm(
+    docker: DockerClient, settings: Settings
+) -> None:
+    script = "trap '' TERM; echo stubborn; while :; do sleep 1; done\n"
+    started = trio.current_time()
+    outcome = await run(docker, settings, script, timeout_s=2)
+    elapsed = trio.current_time() - started
+    assert outcome.finished_with is FinishedWith.TIME_LIMIT_EXCEEDED
+    assert outcome.stdout == "stubborn\n"
+    assert outcome.exit_code == 137  # SIGKILL after the grace
+    assert elapsed < 2 + settings.stop_grace_s + 10
+
+
+async def test_output_flood_is_capped(docker: DockerClient, settings: Settings) -> None:
+    settings = configure(settings, output_limit_bytes=64 * 1024)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcome = await run(docker, settings, "yes flood\n")
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert outcome.finished_with is FinishedWith.FAILED
+    assert outcome.output_limit_exceeded
+    assert outcome.stdout_truncated
+    assert not outcome.stderr_truncated
+    assert len(outcome.stdout.encode()) == 64 * 1024
+    assert outcome.stdout.startswith("flood\nflood\n")
+    assert after - before < 100 * 1024  # KiB: the flood never sat in the worker's memory
+
+
+async def test_one_huge_line_is_capped(docker: DockerClient, settings: Settings) -> None:
+    settings = configure(settings, output_limit_bytes=256 * 1024)
+    outcome = await run(docker, settings, "head -c 100000000 /dev/zero | tr '\\0' x >&2\n")
+    assert outcome.finished_with is FinishedWith.FAILED
+    assert outcome.output_limit_exceeded
+    assert outcome.stderr_truncated
+    assert outcome.stderr == "x" * (256 * 1024)
+
+
+async def test_invalid_utf8_and_nul_bytes(docker: DockerClient, settings: Settings) -> None:
+    outcome = await run(docker, settings, "printf 'a\\377b\\000c\\303\\251\\n'\n")
+    assert outcome.finished_with is FinishedWith.SUCCEEDED
+    assert outcome.stdout == "a\ufffdb\x00c\u00e9\n"
+
+
+async def test_fork_bomb_is_contained(docker: DockerClient, settings: Settings) -> None:
+    script = "bomb() { bomb | bomb & }; bomb; sleep 3; echo survived\n"
+    outcome = await run(docker, settings, script, timeout_s=10)
+    assert outcome.finished_with in (
+        FinishedWith.SUCCEEDED,
+        FinishedWith.FAILED,
+        FinishedWith.TIME_LIMIT_EXCEEDED,
+    )
+    assert "fork" in outcome.stderr.lower() or "resource" in outcome.stderr.lower()
+    # The host still starts processes and containers.
+    after = await run(docker, settings, "echo fine\n")
+    assert after.stdout == "fine\n"
+
+
+async def test_memory_bomb_is_oom_killed(docker: DockerClient, settings: Settings) -> None:
+    outcome = await run(docker, settings, "tail /dev/zero\n", memory_bytes=64 * MiB, timeout_s=60)
+    assert outcome.finished_with is FinishedWith.FAILED
+    assert outcome.oom_killed
+    assert outcome.exit_code == 137
+
+
+async def test_no_network_in_a_none_sandbox(docker: DockerClient, settings: Settings) -> None:
+    script = (
+        "ls /sys/class/net\n"
+        "if bash -c 'echo > /dev/tcp/1.1.1.1/80' 2>/dev/null; then echo connected; "
+        "else echo unreachable; fi\n"
+    )
+    outcome = await run(docker, settings, script)
+    assert outcome.stdout == "lo\nunreachable\n"
+
+
+async def test_root_is_read_only_and_nothing_persists(
+    docker: DockerClient, settings: Settings
+) -> None:
+    first = await run(
+        docker,
+        settings,
+        'touch /evil 2>/dev/null && echo root-writable; touch /tmp/x "$HOME/y" && echo tmp-ok\n',
+    )
+    assert first.stdout == "tmp-ok\n"
+    second = await run(docker, settings, 'ls /tmp "$HOME"; test -e /evil && echo persisted\n')
+    assert "x" not in second.stdout.split()
+    assert "y" not in second.stdout.split()
+    assert "persisted" not in second.stdout
+
+
+async def test_sandbox_user_has_no_privileges(docker: DockerClient, settings: Settings) -> None:
+    outcome = await run(
+        docker, settings, "id -u; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status\n"
+    )
+    assert outcome.stdout.split() == ["10001", "CapEff:", "0000000000000000", "NoNewPrivs:", "1"]
+
+
+async def test_cancellation_from_outside_removes_the_container(
+    docker: DockerClient, settings: Settings
+) -> None:
+    request = request_for(settings, "echo running; sleep 300\n", timeout_s=600)
+    name = f"sandbox-job-{request.job_id}"
+    with trio.CancelScope() as scope:
+
+        def started() -> None:
+            scope.deadline = trio.current_time() + 1
+
+        await run_script(docker, settings, request, on_started=started)
+    assert scope.cancelled_caught
+    assert await docker.containers_list(name=f"^/{name}$") == []
+
+
+async def test_twenty_concurrent_jobs(docker: DockerClient, settings: Settings) -> None:
+    outcomes: list[ScriptOutcome] = []
+
+    async def one(n: int) -> None:
+        outcomes.append(await run(docker, settings, f"echo job {n}\n"))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(20):
+            nursery.start_soon(one, n)
+    assert sorted(o.stdout for o in outcomes) == sorted(f"job {n}\n" for n in range(20))
+    assert all(o.finished_with is FinishedWith.SUCCEEDED for o in outcomes)
+
+
+@pytest.mark.parametrize(
+    "job_id", ["../../containers/x", "x" * 36, "7f000001-863c-17b2-8186-3cdeb62e0000/", "", None]
+)
+async def test_hostile_job_id_is_refused_before_any_docker_call(
+    settings: Settings, job_id: str
+) -> None:
+    calls: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(500)
+
+    request = msgspec.structs.replace(request_for(settings, "echo hi\n"), job_id=job_id)
+    async with httpx.AsyncClient(
+        base_url="http://docker", transport=httpx.MockTransport(record)
+    ) as http:
+        with pytest.raises(InvalidJobId):
+            await run_script(DockerClient(http, 1.0), settings, request)
+    assert calls == []
