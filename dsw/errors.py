@@ -7,12 +7,13 @@
     │   ├── UnknownSandboxType no sandbox/<type>/sandbox.toml
     │   ├── ImageMissing       the type's image is neither present nor pullable
     │   └── LimitsNotEnforced  the daemon says a requested limit would not be enforced
+    ├── KafkaUnavailable       Kafka did not give what was needed in time (`dsw submit`, readers)
     └── DockerError            the Engine API answered with an error (endpoint, status, message)
         ├── DockerUnavailable  no answer at all: connection refused, reset or timed out (transient)
         ├── NotFound           404
         └── Conflict           409
 
-Kafka failures stay aiokafka's own exceptions inside `dsw.kafka`, which retries them.
+The worker's own Kafka failures stay aiokafka's exceptions inside `dsw.kafka`, which retries them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class InvalidJobId(DswError):
     def __init__(self, job_id: object) -> None:
         super().__init__(f"job id is not a UUID: {job_id!r:.80}")
         self.job_id = job_id
+
+
+class KafkaUnavailable(DswError):
+    pass
 
 
 class SandboxError(DswError):

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from dsw import metrics
 from dsw.config import Settings
+from dsw.errors import KafkaUnavailable
 from dsw.offsets import OffsetTracker, Partition
 
 log = logging.getLogger(__name__)
@@ -207,6 +208,63 @@ class Consumer:
         return True
 
 
+class Reader:
+    """Reads topics without a consumer group, so it disturbs no one (`dsw submit`, tests)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def take(self, timeout_s: float) -> list[Record]:
+        batches = await _aio(self._consumer.getmany)(timeout_ms=int(timeout_s * 1000))
+        return [
+            Record(
+                r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ())
+            )
+            for records in batches.values()
+            for r in records
+        ]
+
+
+@asynccontextmanager
+async def open_reader(
+    kafka: Kafka, topics: Iterable[str], from_beginning: bool = False
+) -> AsyncIterator[Reader]:
+    """Every partition of `topics`, from the beginning or from now on; no offsets are committed.
+    Needs the topics to exist (see `create_topics`)."""
+    settings = kafka.settings
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_broker_url,
+        enable_auto_commit=False,
+        request_timeout_ms=int(settings.kafka_timeout_s * 1000),
+        max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
+    )
+    await _aio(consumer.start)()
+    try:
+        partitions = await _partitions_of(kafka, list(topics))
+        consumer.assign(partitions)
+        seek = consumer.seek_to_beginning if from_beginning else consumer.seek_to_end
+        await _aio(seek)(*partitions)
+        # Resolve the positions now, so that "from now on" means before the caller publishes.
+        for partition in partitions:
+            await _aio(consumer.position)(partition)
+        yield Reader(consumer)
+    finally:
+        with trio.move_on_after(settings.kafka_timeout_s, shield=True):
+            await _aio(consumer.stop)()
+
+
+async def _partitions_of(kafka: Kafka, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of `topics`; the producer's metadata waits for new topics to appear."""
+    partitions = []
+    for topic in topics:
+        try:
+            found = await _aio(kafka._producer.partitions_for)(topic)
+        except KafkaError as exc:
+            raise KafkaUnavailable(f"no partitions of {topic}: {exc!r}") from exc
+        partitions += [TopicPartition(topic, p) for p in sorted(found)]
+    return partitions
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Runs inside aiokafka's rebalance (asyncio side): commit what is done, then hand over."""
 
@@ -251,6 +309,20 @@ async def open_kafka(settings: Settings) -> AsyncIterator[Kafka]:
         finally:
             with trio.move_on_after(settings.kafka_timeout_s, shield=True):
                 await _aio(producer.stop)()
+
+
+async def committed_positions(bootstrap: str, group: str) -> dict[Partition, int]:
+    """The positions `group` has committed (for `dsw` tests and operators' checks)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await _aio(admin.start)()
+    try:
+        offsets = await _aio(admin.list_consumer_group_offsets)(group)
+    finally:
+        with trio.move_on_after(10, shield=True):
+            await _aio(admin.close)()
+    return {
+        (tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0
+    }
 
 
 async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) -> None:

@@ -67,7 +67,8 @@ class OffsetTracker:
         for partition in chosen:
             state = self._partitions.get(partition)
             position = state.position() if state else None
-            if state and position is not None and position > state.committed:
+            # Nothing finished yet: the broker's position is already right.
+            if state and state.done and position is not None and position > state.committed:
                 result[partition] = position
         return result
 

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dsw.config import Settings
 from dsw.docker_health import DockerHealth
-from dsw.errors import DockerError
+from dsw.errors import ConfigError, DockerError
 
 if TYPE_CHECKING:
     from dsw.docker.client import DockerClient
@@ -93,7 +93,10 @@ async def serve_status(
             with trio.move_on_after(1, shield=True):
                 await stream.aclose()
 
-    listeners = await trio.open_tcp_listeners(settings.metrics_port)
+    try:
+        listeners = await trio.open_tcp_listeners(settings.metrics_port)
+    except OSError as exc:
+        raise ConfigError("WORKER_METRICS_PORT", f"cannot listen on {settings.metrics_port}: {exc}")
     log.info("serving /metrics /healthz /readyz port=%d", settings.metrics_port)
     async with trio.open_nursery() as nursery:
         port = listeners[0].socket.getsockname()[1]

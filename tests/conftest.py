@@ -11,14 +11,16 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
 from dsw.config import Settings, load_settings
-from dsw.container_spec import WORKER_LABEL
+from dsw.container_spec import PROJECT_LABEL, WORKER_LABEL
 from dsw.docker import DockerClient, open_docker
+from dsw.kafka import Kafka, open_kafka
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SCRIPTS = ROOT / "sandbox" / "test-scripts"
@@ -90,13 +92,26 @@ async def docker(docker_ready: None, settings: Settings) -> AsyncIterator[Docker
     """A real Docker client; at teardown, no container of this test's worker may remain."""
     async with open_docker(settings) as client:
         yield client
-        left = await client.containers_list(labels=[f"{WORKER_LABEL}={settings.worker_id}"])
+        left = await containers_of(client, settings.worker_id)
         for container in left:
             await client.container_remove(container["Id"])
         assert not left, f"containers left behind: {[c['Names'] for c in left]}"
+
+
+async def containers_of(docker: DockerClient, worker_id: str) -> list[dict[str, Any]]:
+    """Containers of this test's workers (their ids start with the test's worker id)."""
+    ours = await docker.containers_list(labels=[f"{PROJECT_LABEL}=dsw"])
+    return [c for c in ours if (c.get("Labels") or {}).get(WORKER_LABEL, "").startswith(worker_id)]
 
 
 @pytest.fixture
 def topic_prefix() -> str:
     """Unique per test, so tests never see each other's messages."""
     return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture
+async def kafka(kafka_bootstrap: str, settings: Settings) -> AsyncIterator[Kafka]:
+    """A producer on the real broker, for the test's own messages."""
+    async with open_kafka(configure(settings, kafka_broker_url=kafka_bootstrap)) as client:
+        yield client

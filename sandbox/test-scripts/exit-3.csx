@@ -1,0 +1,2 @@
+Console.WriteLine("Exiting with code 3");
+Environment.Exit(3);

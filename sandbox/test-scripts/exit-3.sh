@@ -1,0 +1,2 @@
+echo "Exiting with code 3"
+exit 3

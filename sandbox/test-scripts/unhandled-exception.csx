@@ -1,0 +1,2 @@
+Console.WriteLine("Before the exception");
+throw new InvalidOperationException("Something went wrong");

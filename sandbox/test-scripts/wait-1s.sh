@@ -1,0 +1,3 @@
+echo "Waiting 1 second"
+sleep 1
+echo "Done waiting"

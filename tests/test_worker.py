@@ -1,0 +1,315 @@
+"""`dsw worker` end to end: real broker, real daemon, real worker processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from dsw.config import Settings
+from dsw.docker import DockerClient
+from dsw.kafka import Kafka, Record, committed_positions
+from tests.conftest import containers_of
+from tests.workers import (
+    EXAMPLE_JOB,
+    WorkerProcess,
+    by_topic,
+    job,
+    read_until,
+    run_worker,
+    worker_settings,
+)
+
+MONO = "linux-amd64-mono"
+SHELL = "linux-amd64-shell"
+
+
+async def test_original_example_job(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix)
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{MONO}", "key1", EXAMPLE_JOB.encode())
+        records = await read_until(
+            kafka,
+            [ws.running_topic, ws.finished_topic],
+            lambda rs: any(r.topic == ws.finished_topic for r in rs),
+        )
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait() == 0
+    running = by_topic(records, ws.running_topic)
+    finished = by_topic(records, ws.finished_topic)
+    job_id = "7f000001-863c-17b2-8186-3cdeb62e0000"
+    assert running == [{"jobId": job_id}]
+    assert finished[0]["jobId"] == job_id
+    assert finished[0]["status"] == "ACCEPTED"
+    results = finished[0]["scriptResults"]
+    assert results["finishedWith"] == "SUCCEEDED"
+    assert results["stdout"] == "Hello from script\n"
+    assert results["stderr"] == ""
+    keys = {r.key for r in records}
+    assert keys == {job_id.encode()}
+
+
+def finished_of(records: list[Record], ws: Settings) -> dict[str, dict[str, Any]]:
+    return {m["jobId"]: m for m in by_topic(records, ws.finished_topic)}
+
+
+def count_finished(ws: Settings, n: int) -> Callable[[list[Record]], bool]:
+    return lambda rs: len({r.key for r in rs if r.topic == ws.finished_topic}) >= n
+
+
+async def stop(worker: WorkerProcess) -> None:
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait() == 0, worker.output
+
+
+async def test_timeout_failure_and_success(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix)
+    slow_id, slow = job("echo started; sleep 100\n", timeoutSeconds=2)
+    failing_id, failing = job('Console.WriteLine("x");\nthrow new Exception("bad");\n')
+    fine_id, fine = job("echo fine\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", slow_id, slow)
+        await kafka.publish(f"{topic_prefix}pending-{MONO}", failing_id, failing)
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", fine_id, fine)
+        records = await read_until(
+            kafka, [ws.running_topic, ws.finished_topic], count_finished(ws, 3)
+        )
+        await stop(worker)
+    finished = finished_of(records, ws)
+    assert finished[slow_id]["scriptResults"]["finishedWith"] == "TIME_LIMIT_EXCEEDED"
+    assert finished[slow_id]["scriptResults"]["stdout"] == "started\n"
+    assert finished[failing_id]["scriptResults"]["finishedWith"] == "FAILED"
+    assert "bad" in finished[failing_id]["scriptResults"]["stderr"]
+    assert finished[fine_id]["scriptResults"]["finishedWith"] == "SUCCEEDED"
+    # `running` came before `finished` for every job.
+    order = [(r.topic, r.key) for r in records]
+    for job_id in (slow_id, failing_id, fine_id):
+        key = job_id.encode()
+        assert order.index((ws.running_topic, key)) < order.index((ws.finished_topic, key))
+
+
+async def test_malformed_messages_then_a_valid_job(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix)
+    pending = f"{topic_prefix}pending-{SHELL}"
+    dead = [
+        b"not json",
+        b"[1, 2]",
+        b'{"script": "echo no id"}',
+        b'{"jobId": "../x", "script": "x"}',
+        b"",
+        b'"just a string"',
+    ]
+    rejected = {
+        str(uuid.uuid4()): {"script": "   "},
+        str(uuid.uuid4()): {"script": 42},
+        str(uuid.uuid4()): {"script": "x" * (ws.max_script_bytes + 1)},
+        str(uuid.uuid4()): {"script": "echo", "jobConfig": {"nugetConfigXml": "<configuration>"}},
+        str(uuid.uuid4()): {"script": "echo", "jobConfig": {"timeoutSeconds": 10_000}},
+        str(uuid.uuid4()): {"script": "echo", "jobConfig": {"memoryBytes": 1 << 40}},
+    }
+    valid_id, valid = job("echo valid\n")
+    async with run_worker(ws) as worker:
+        for value in dead:
+            await kafka.publish(pending, "k", value)
+        for job_id, body in rejected.items():
+            await kafka.publish(pending, job_id, json.dumps({"jobId": job_id, **body}).encode())
+        await kafka.publish(pending, valid_id, valid)
+        records = await read_until(
+            kafka,
+            [ws.finished_topic, pending + ".DLT"],
+            lambda rs: count_finished(ws, 7)(rs) and sum(r.topic.endswith(".DLT") for r in rs) >= 6,
+        )
+        await stop(worker)
+    finished = finished_of(records, ws)
+    assert finished[valid_id]["scriptResults"]["stdout"] == "valid\n"
+    for job_id in rejected:
+        assert finished[job_id]["status"] == "REJECTED"
+        assert finished[job_id]["rejectionReason"]
+        assert "scriptResults" not in finished[job_id]
+    letters = [r for r in records if r.topic == pending + ".DLT"]
+    assert sorted(r.value or b"" for r in letters) == sorted(dead)
+    for letter in letters:
+        headers = dict(letter.headers)
+        assert headers["kafka_dlt-original-topic"] == pending.encode()
+        assert headers["kafka_dlt-exception-message"]
+    assert sum(committed_offsets_total(await committed(ws, SHELL))) == len(dead) + len(rejected) + 1
+
+
+def committed_offsets_total(positions: dict[tuple[str, int], int]) -> list[int]:
+    return list(positions.values())
+
+
+async def committed(ws: Settings, sandbox: str) -> dict[tuple[str, int], int]:
+    return await committed_positions(ws.kafka_broker_url, ws.consumer_group_prefix + sandbox)
+
+
+async def test_twenty_jobs_never_more_than_capacity(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, max_containers=4)
+    jobs = [job(f"sleep 0.5; echo {n}\n") for n in range(20)]
+    most = 0
+    async with run_worker(ws) as worker, trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            nonlocal most
+            while True:
+                most = max(most, len(await containers_of(docker, ws.worker_id)))
+                await trio.sleep(0.05)
+
+        nursery.start_soon(watch)
+        for job_id, body in jobs:
+            await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 20))
+        nursery.cancel_scope.cancel()
+        await stop(worker)
+    finished = finished_of(records, ws)
+    assert {job_id for job_id, _ in jobs} == set(finished)
+    assert all(m["scriptResults"]["finishedWith"] == "SUCCEEDED" for m in finished.values())
+    assert 1 <= most <= 4
+
+
+async def test_kill_9_mid_job_then_restart(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    # The broker's minimum session: the dead member leaves the group soon.
+    ws = worker_settings(settings, topic_prefix, kafka_session_timeout_ms=6000)
+    job_id, body = job("echo begun; sleep 4; echo done\n")
+    async with run_worker(ws, "-a") as first:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+        first.signal(signal.SIGKILL)
+        await first.wait()
+    assert len(await containers_of(docker, ws.worker_id)) == 1  # orphaned by the crash
+    assert await committed(ws, SHELL) == {}
+    async with run_worker(ws, "-b") as second:
+        records = await read_until(
+            kafka, [ws.running_topic, ws.finished_topic], count_finished(ws, 1)
+        )
+        await stop(second)
+    finished = finished_of(records, ws)
+    assert finished[job_id]["scriptResults"]["stdout"] == "begun\ndone\n"
+    assert finished[job_id]["workerId"].endswith("-b")
+    assert "reaped container" in second.output
+
+
+async def test_sigterm_drains_a_short_job(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, drain_timeout_s=20)
+    job_id, body = job("sleep 3; echo drained\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait() == 0
+    records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 1))
+    assert finished_of(records, ws)[job_id]["scriptResults"]["stdout"] == "drained\n"
+    assert sum(committed_offsets_total(await committed(ws, SHELL))) == 1
+
+
+async def test_sigterm_cancels_a_long_job_after_the_drain_timeout(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, drain_timeout_s=2)
+    job_id, body = job("echo long; sleep 300\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait(timeout_s=30) == 0
+    assert await containers_of(docker, ws.worker_id) == []
+    assert await committed(ws, SHELL) == {}
+    # The job was not lost: the next worker runs it again.
+    ws_short = msgspec.structs.replace(ws, job_timeout_s=2, max_job_timeout_s=2)
+    async with run_worker(ws_short, "-next") as worker:
+        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 1))
+        await stop(worker)
+    assert (
+        finished_of(records, ws)[job_id]["scriptResults"]["finishedWith"] == "TIME_LIMIT_EXCEEDED"
+    )
+
+
+async def test_second_sigint_cancels_at_once(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, drain_timeout_s=120)
+    job_id, body = job("sleep 300\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+        worker.signal(signal.SIGINT)
+        await trio.sleep(1)
+        worker.signal(signal.SIGINT)
+        assert await worker.wait(timeout_s=30) == 0
+    assert await containers_of(docker, ws.worker_id) == []
+
+
+async def test_two_workers_share_a_burst(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, max_containers=2)
+    jobs = [job(f"sleep 0.3; echo {n}\n") for n in range(24)]
+    async with run_worker(ws, "-one") as one, run_worker(ws, "-two") as two:
+        await trio.sleep(3)  # both join the group before the burst
+        for job_id, body in jobs:
+            await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 24))
+        await stop(one)
+        await stop(two)
+    finished = finished_of(records, ws)
+    assert set(finished) == {job_id for job_id, _ in jobs}
+    workers = {m["workerId"] for m in finished.values()}
+    assert workers == {ws.worker_id + "-one", ws.worker_id + "-two"}
+
+
+async def test_same_job_id_twice_runs_once(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix)
+    job_id, body = job("sleep 2; echo once\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        records = await read_until(
+            kafka, [ws.running_topic, ws.finished_topic], count_finished(ws, 1)
+        )
+        await trio.sleep(2)
+        await stop(worker)
+    assert len(by_topic(records, ws.running_topic)) == 1
+    assert sum(committed_offsets_total(await committed(ws, SHELL))) == 2
+
+
+async def test_job_longer_than_max_poll_interval(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(
+        settings,
+        topic_prefix,
+        max_containers=1,
+        kafka_max_poll_interval_ms=3000,
+        kafka_session_timeout_ms=6000,
+    )
+    long_id, long_body = job("sleep 8; echo long\n")
+    next_id, next_body = job("echo next\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", long_id, long_body)
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", next_id, next_body)
+        records = await read_until(
+            kafka, [ws.running_topic, ws.finished_topic], count_finished(ws, 2)
+        )
+        await stop(worker)
+    assert len(by_topic(records, ws.running_topic)) == 2
+    assert len(by_topic(records, ws.finished_topic)) == 2
+    assert worker.output.count("partitions assigned") == 2  # one per type: no rebalance

@@ -1,0 +1,141 @@
+"""Test helpers: a real `dsw worker` process, and reading and writing real Kafka topics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+
+from dsw.config import Settings, env_name
+from dsw.kafka import Kafka, Record, create_topics, open_reader
+
+EXAMPLE_JOB = (
+    '{"jobId": "7f000001-863c-17b2-8186-3cdeb62e0000","script": '
+    '"Console.WriteLine(\\"Hello from script\\");","jobConfig": {"nugetConfigXml": '
+    '"<?xml version=\\"1.0\\" encoding=\\"utf-8\\"?><configuration><packageSources><add '
+    'key=\\"NuGet official package source\\" value=\\"https://nuget.org/api/v2/\\" />'
+    '</packageSources><activePackageSource><add key=\\"All\\" value=\\"(Aggregate source)\\" />'
+    '</activePackageSource></configuration>"}}'
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def worker_settings(settings: Settings, topic_prefix: str, **changes: Any) -> Settings:
+    """Settings of a worker that uses only this test's topics and groups."""
+    return msgspec.structs.replace(
+        settings,
+        pending_topic_prefix=f"{topic_prefix}pending-",
+        consumer_group_prefix=f"{topic_prefix}workers.",
+        running_topic=f"{topic_prefix}running",
+        finished_topic=f"{topic_prefix}finished",
+        runner_types=("linux-amd64-mono", "linux-amd64-shell"),
+        **changes,
+    )
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        env[env_name(name)] = text.lower() if isinstance(value, bool) else text
+    return env
+
+
+def job(script: str, job_id: str | None = None, **config: Any) -> tuple[str, bytes]:
+    job_id = job_id or str(uuid.uuid4())
+    body: dict[str, Any] = {"jobId": job_id, "script": script}
+    if config:
+        body["jobConfig"] = config
+    return job_id, json.dumps(body).encode()
+
+
+@dataclass
+class WorkerProcess:
+    settings: Settings
+    process: trio.Process
+    log: bytearray = field(default_factory=bytearray)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def wait(self, timeout_s: float = 60) -> int:
+        with trio.fail_after(timeout_s):
+            return await self.process.wait()
+
+    @property
+    def output(self) -> str:
+        return self.log.decode(errors="replace")
+
+
+@asynccontextmanager
+async def run_worker(settings: Settings, instance: str = "") -> AsyncIterator[WorkerProcess]:
+    """A `dsw worker` subprocess; killed (SIGKILL) at exit if it is still running."""
+    settings = msgspec.structs.replace(
+        settings, worker_id=settings.worker_id + instance, metrics_port=free_port()
+    )
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            lambda task_status: trio.run_process(
+                [sys.executable, "-m", "dsw", "worker"],
+                env=environment(settings),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                check=False,
+                task_status=task_status,
+            )
+        )
+        worker = WorkerProcess(settings, process)
+
+        async def pump() -> None:
+            assert process.stdout is not None
+            async for chunk in process.stdout:
+                worker.log += chunk
+                sys.stderr.buffer.write(chunk)
+
+        nursery.start_soon(pump)
+        try:
+            yield worker
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGKILL)
+
+
+async def produce(kafka: Kafka, topic: str, key: str | bytes | None, value: bytes | None) -> None:
+    await kafka.publish(topic, key, value)
+
+
+async def read_until(
+    kafka: Kafka,
+    topics: list[str],
+    done: Callable[[list[Record]], bool],
+    timeout_s: float = 90,
+) -> list[Record]:
+    """Every record of `topics` from the beginning, until `done(records)` holds."""
+    await create_topics(kafka.settings.kafka_broker_url, topics)
+    records: list[Record] = []
+    async with open_reader(kafka, topics, from_beginning=True) as reader:
+        with trio.fail_after(timeout_s):
+            while not done(records):
+                records += await reader.take(0.5)
+    return records
+
+
+def by_topic(records: list[Record], topic: str) -> list[dict[str, Any]]:
+    return [json.loads(r.value or b"null") for r in records if r.topic == topic]
