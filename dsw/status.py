@@ -96,7 +96,8 @@ async def serve_status(
     try:
         listeners = await trio.open_tcp_listeners(settings.metrics_port)
     except OSError as exc:
-        raise ConfigError("WORKER_METRICS_PORT", f"cannot listen on {settings.metrics_port}: {exc}")
+        message = f"cannot listen on {settings.metrics_port}: {exc}"
+        raise ConfigError("WORKER_METRICS_PORT", message) from exc
     log.info("serving /metrics /healthz /readyz port=%d", settings.metrics_port)
     async with trio.open_nursery() as nursery:
         port = listeners[0].socket.getsockname()[1]

@@ -6,7 +6,7 @@ import uuid
 
 import trio
 
-from dsw.kafka import Kafka, committed_positions, create_topics
+from dsw.kafka import Kafka, Record, committed_positions, create_topics
 from dsw.offsets import OffsetTracker
 
 
@@ -18,7 +18,7 @@ async def test_produce_consume_commit_round_trip(kafka: Kafka, topic_prefix: str
         await kafka.publish(topic, "key", value)
     tracker = OffsetTracker()
     async with kafka.open_consumer(topic, group, tracker) as consumer:
-        taken = []
+        taken: list[Record] = []
         with trio.fail_after(60):
             while len(taken) < 3:
                 taken += await consumer.take(max_records=10, timeout_s=0.5)

@@ -110,7 +110,7 @@ async def test_malformed_messages_then_a_valid_job(
         b"",
         b'"just a string"',
     ]
-    rejected = {
+    rejected: dict[str, dict[str, Any]] = {
         str(uuid.uuid4()): {"script": "   "},
         str(uuid.uuid4()): {"script": 42},
         str(uuid.uuid4()): {"script": "x" * (ws.max_script_bytes + 1)},

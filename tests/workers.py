@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -91,16 +92,15 @@ async def run_worker(settings: Settings, instance: str = "") -> AsyncIterator[Wo
         settings, worker_id=settings.worker_id + instance, metrics_port=free_port()
     )
     async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            lambda task_status: trio.run_process(
-                [sys.executable, "-m", "dsw", "worker"],
-                env=environment(settings),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                check=False,
-                task_status=task_status,
-            )
+        start = functools.partial(
+            trio.run_process,
+            [sys.executable, "-m", "dsw", "worker"],
+            env=environment(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
+        process = await nursery.start(start)
         worker = WorkerProcess(settings, process)
 
         async def pump() -> None:
