@@ -8,6 +8,7 @@
     │   ├── ImageMissing       the type's image is neither present nor pullable
     │   └── LimitsNotEnforced  the daemon says a requested limit would not be enforced
     ├── KafkaUnavailable       Kafka did not give what was needed in time (`dsw submit`, readers)
+    ├── MessageTooLarge        the broker refused a message as too large
     └── DockerError            the Engine API answered with an error (endpoint, status, message)
         ├── DockerUnavailable  no answer at all: connection refused, reset or timed out (transient)
         ├── NotFound           404
@@ -36,6 +37,10 @@ class InvalidJobId(DswError):
 
 
 class KafkaUnavailable(DswError):
+    pass
+
+
+class MessageTooLarge(DswError):
     pass
 
 

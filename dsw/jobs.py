@@ -22,7 +22,7 @@ from dsw.config import MiB, Settings
 from dsw.container_spec import JobLimits
 from dsw.docker.client import DockerClient
 from dsw.docker_health import DockerHealth
-from dsw.errors import DockerError, DockerUnavailable, DswError, InvalidJobId
+from dsw.errors import DockerError, DockerUnavailable, DswError, InvalidJobId, MessageTooLarge
 from dsw.kafka import Kafka, Record
 from dsw.messages import Finished, Job, Running, ScriptResults, Status, decode_json, encode, fit
 from dsw.offsets import OffsetTracker, Partition
@@ -31,6 +31,8 @@ from dsw.sandbox_types import SandboxType
 
 log = logging.getLogger(__name__)
 
+# A `finished` without output fits any broker; below this, shrinking is pointless.
+_MIN_BUDGET_BYTES = 4096
 # Docker refuses memory limits below 6 MiB.
 MIN_MEMORY_BYTES = 6 * MiB
 
@@ -176,8 +178,25 @@ def _rejection(ctx: JobContext, job_id: str, reason: str) -> Finished:
 
 
 async def _publish_finished(ctx: JobContext, finished: Finished, record: Record) -> None:
-    data = fit(finished, ctx.settings.max_message_bytes)
-    await ctx.kafka.publish(ctx.settings.finished_topic, finished.job_id, data)
+    """Publish `finished`, trimmed to WORKER_MAX_MESSAGE_BYTES, and smaller again if the broker's
+    own limit turns out lower."""
+    budget = ctx.settings.max_message_bytes
+    while True:
+        data = fit(finished, budget)
+        try:
+            await ctx.kafka.publish(ctx.settings.finished_topic, finished.job_id, data)
+            break
+        except MessageTooLarge as exc:
+            if budget <= _MIN_BUDGET_BYTES:
+                raise
+            budget //= 2
+            log.error(
+                "broker refused finished job=%s; retrying with %d bytes (lower "
+                "WORKER_MAX_MESSAGE_BYTES) error=%s",
+                finished.job_id,
+                budget,
+                exc,
+            )
     results = finished.script_results
     metrics.jobs_finished.labels(
         sandbox=ctx.sandbox.name,

@@ -18,11 +18,11 @@ import trio
 import trio_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from dsw import metrics
 from dsw.config import Settings
-from dsw.errors import KafkaUnavailable
+from dsw.errors import KafkaUnavailable, MessageTooLarge
 from dsw.offsets import OffsetTracker, Partition
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,8 @@ class Kafka:
     ) -> None:
         """Send and wait for the broker's acknowledgement, retrying with backoff until it comes.
 
-        Only cancellation stops the retries (the caller then must not commit the job's offset).
+        Raises MessageTooLarge when the broker refuses the size; otherwise only cancellation stops
+        the retries (the caller then must not commit the job's offset).
         """
         key_bytes = key.encode() if isinstance(key, str) else key
         backoff = self._backoff()
@@ -99,6 +100,8 @@ class Kafka:
                 )
                 self.failing = ""
                 return
+            except MessageSizeTooLargeError as exc:
+                raise MessageTooLarge(f"{topic}: {len(value or b'')} bytes refused") from exc
             except KafkaError as exc:
                 self.trouble(f"publish to {topic}", exc, backoff.next_s)
                 await backoff.sleep()
@@ -309,6 +312,19 @@ async def open_kafka(settings: Settings) -> AsyncIterator[Kafka]:
         finally:
             with trio.move_on_after(settings.kafka_timeout_s, shield=True):
                 await _aio(producer.stop)()
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete every topic whose name starts with `prefix` (tests clean up after themselves)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await _aio(admin.start)()
+    try:
+        names = [t for t in await _aio(admin.list_topics)() if t.startswith(prefix)]
+        if names:
+            await _aio(admin.delete_topics)(names)
+    finally:
+        with trio.move_on_after(10, shield=True):
+            await _aio(admin.close)()
 
 
 async def committed_positions(bootstrap: str, group: str) -> dict[Partition, int]:

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Make a Kafka broker answer: WORKER_KAFKA_BROKER_URL if one answers there; else `docker compose up -d kafka`
 # where images can be pulled; else a local Apache Kafka (KRaft, combined mode) from Maven Central.
-#   provision-kafka.sh [up|down]
+#   provision-kafka.sh [up|down|libs]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${DSW_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dsw}
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/scripts/kafka/pom.xml")
-libs="$cache/kafka-$version/libs"
+# Keyed by the pom's content, so a changed pom resolves again.
+libs="$cache/kafka-$version-$(sha256sum "$here/scripts/kafka/pom.xml" | cut -c1-12)/libs"
 state="$here/.local/kafka"
 log_dir="$here/.local/log"
 pid_file="$state/kafka.pid"
 python=${DSW_PYTHON:-$here/.venv/bin/python}
 broker=${WORKER_KAFKA_BROKER_URL:-127.0.0.1:9092}
 
-say() { printf '[provision:kafka] %s\n' "$*"; }
+say() { printf '[provision:kafka] %s\n' "$*" >&2; }
 answers() { "$python" "$here/scripts/wait_kafka.py" "$broker" "$1"; }
 
 stop_local() {
@@ -29,6 +30,20 @@ stop_local() {
   rm -f "$pid_file"
 }
 
+resolve_libs() {
+  [ -f "$libs/.complete" ] && return 0
+  say "resolving Apache Kafka $version from Maven Central into $libs"
+  mkdir -p "$libs"
+  mvn -q -B -f "$here/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs" >&2
+  touch "$libs/.complete"
+}
+
+if [ "${1:-up}" = libs ]; then
+  resolve_libs
+  echo "$libs"
+  exit 0
+fi
 if [ "${1:-up}" = down ]; then
   stop_local
   if docker compose version >/dev/null 2>&1 && [ -n "$(docker compose -f "$here/docker-compose.yaml" ps -q kafka 2>/dev/null)" ]; then
@@ -53,13 +68,7 @@ if docker compose version >/dev/null 2>&1 && timeout 120 docker compose -f "$her
   exit 1
 fi
 
-if [ ! -f "$libs/.complete" ]; then
-  say "resolving Apache Kafka $version from Maven Central into $libs"
-  mkdir -p "$libs"
-  mvn -q -B -f "$here/scripts/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$libs"
-  touch "$libs/.complete"
-fi
+resolve_libs
 mkdir -p "$state/data" "$log_dir"
 sed -e "s:@DATA@:$state/data:" "$here/scripts/kafka/server.properties" > "$state/server.properties"
 java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -Djava.awt.headless=true

@@ -20,7 +20,7 @@ import pytest
 from dsw.config import Settings, load_settings
 from dsw.container_spec import PROJECT_LABEL, WORKER_LABEL
 from dsw.docker import DockerClient, open_docker
-from dsw.kafka import Kafka, open_kafka
+from dsw.kafka import Kafka, delete_topics, open_kafka
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SCRIPTS = ROOT / "sandbox" / "test-scripts"
@@ -105,9 +105,11 @@ async def containers_of(docker: DockerClient, worker_id: str) -> list[dict[str, 
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    """Unique per test, so tests never see each other's messages."""
-    return f"t{uuid.uuid4().hex[:10]}-"
+async def topic_prefix(kafka: Kafka) -> AsyncIterator[str]:
+    """Unique per test, so tests never see each other's messages; its topics go afterwards."""
+    prefix = f"t{uuid.uuid4().hex[:10]}-"
+    yield prefix
+    await delete_topics(kafka.settings.kafka_broker_url, prefix)
 
 
 @pytest.fixture

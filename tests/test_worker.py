@@ -100,7 +100,7 @@ async def test_timeout_failure_and_success(
 async def test_malformed_messages_then_a_valid_job(
     docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
 ) -> None:
-    ws = worker_settings(settings, topic_prefix)
+    ws = worker_settings(settings, topic_prefix, max_script_bytes=64 * 1024)
     pending = f"{topic_prefix}pending-{SHELL}"
     dead = [
         b"not json",
