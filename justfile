@@ -34,6 +34,11 @@ kafka-up:
 kafka-down:
     scripts/provision-kafka.sh down
 
+# Kafka's CLI tools: console-producer, console-consumer, topics, consumer-groups
+[group('run')]
+kafka TOOL *ARGS:
+    scripts/kafka-tool.sh {{TOOL}} {{ARGS}}
+
 # Provision, build the sandboxes and serve jobs in the foreground (Ctrl-C drains and stops)
 [group('run')]
 run: provision sandboxes

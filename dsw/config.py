@@ -4,7 +4,8 @@ Every field is read from `WORKER_<FIELD NAME IN UPPER CASE>`, so the original wo
 (`WORKER_KAFKA_BROKER_URL`, `WORKER_DOCKER_HOST`, `WORKER_ENABLE_RESOURCE_LIMITS`,
 `WORKER_JOB_FILES_HOST_DIR`, ...) keep working; `DOCKER_HOST`, `DOCKER_TLS_VERIFY` and
 `DOCKER_CERT_PATH` are honoured when their `WORKER_` twins are unset. Sizes (`*_bytes`) accept
-binary suffixes (`256k`, `1m`, `1g`); lists are comma-separated. `dsw worker --help` prints the
+binary suffixes (`256k`, `1m`, `1g`); lists are comma-separated; durations (`*_S`, seconds) may
+also be spelled `*_SEC` (`WORKER_DRAIN_TIMEOUT_SEC`). `dsw worker --help` prints the
 table made by `describe()`.
 """
 
@@ -157,6 +158,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         text = environ.get(variable)
         if text is None and field.name in _FALLBACKS:
             text = environ.get(_FALLBACKS[field.name])
+        if text is None and field.name.endswith("_s"):
+            text = environ.get(variable + "EC")  # WORKER_DRAIN_TIMEOUT_SEC for ..._S
         if text is None:
             continue
         if field.name.endswith("_bytes"):
