@@ -62,6 +62,21 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the result as `finished` carries it"
     )
 
+    submit = commands.add_parser(
+        "submit",
+        help="publish scripts as jobs and wait for their outcomes",
+        description="Publish one job per script to pending-<type>, as the scheduler does, and wait "
+        "for each `finished`. Exit status: 0 all SUCCEEDED, 1 any FAILED, 124 any hit the time "
+        "limit, 3 any REJECTED (the most severe wins), 2 usage or connection errors or --timeout.",
+    )
+    submit.add_argument("paths", nargs="+", metavar="PATH", help="scripts; - reads one from stdin")
+    submit.add_argument("--sandbox", help="sandbox type (default: as for `dsw run`)")
+    submit.add_argument("--nuget-config", help="NuGet.Config sent with every job")
+    submit.add_argument("--stdin", help="file fed to every script's standard input")
+    submit.add_argument("--timeout", type=float, help="give up waiting after S seconds (exit 2)")
+    submit.add_argument("--no-wait", action="store_true", help="publish, print the job ids, exit")
+    submit.add_argument("--json", action="store_true", help="one `finished` JSON line per job")
+
     commands.add_parser("reap", help="remove orphaned sandbox containers")
     return parser
 
@@ -80,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             code = trio.run(_run_command, settings, args)
         elif args.command == "reap":
             code = trio.run(_reap_command, settings)
+        elif args.command == "submit":
+            code = trio.run(_submit_command, settings, args)
         else:
             from dsw.app import serve_worker
 
@@ -159,6 +176,21 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
         async for _ in signals:
             scope.cancel(reason="interrupted")
             return
+
+
+async def _submit_command(settings: Settings, args: argparse.Namespace) -> int:
+    from dsw.submit import SubmitOptions, submit
+
+    options = SubmitOptions(
+        paths=args.paths,
+        sandbox=args.sandbox or _default_sandbox(settings, Path(args.paths[0])),
+        nuget_config=args.nuget_config,
+        stdin=args.stdin,
+        timeout_s=args.timeout,
+        wait=not args.no_wait,
+        json_lines=args.json,
+    )
+    return await submit(settings, options)
 
 
 async def _reap_command(settings: Settings) -> int:

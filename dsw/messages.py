@@ -15,8 +15,6 @@ from msgspec import Meta
 
 from dsw.sandbox import FinishedWith, ScriptOutcome
 
-NonBlank = Annotated[str, Meta(pattern=r"\S")]
-
 
 class Wire(msgspec.Struct, rename="camel", kw_only=True):
     """Base of the wire structs: camelCase names, unknown fields ignored."""
@@ -34,7 +32,7 @@ class Job(Wire):
     """On `pending-<type>`."""
 
     job_id: str
-    script: NonBlank
+    script: str  # not blank: checked by dsw.jobs, which says so in the rejection
     job_config: JobConfig | None = None
 
 

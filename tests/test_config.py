@@ -19,7 +19,11 @@ def test_defaults_are_the_originals() -> None:
     assert settings.job_timeout_s == 120
     assert settings.drain_timeout_s == 30
     assert (settings.memory_bytes, settings.memory_reservation_bytes) == (GiB, 256 * MiB)
-    assert (settings.cpu_period_us, settings.cpu_quota_us, settings.cpu_shares) == (200000, 100000, 512)
+    assert (settings.cpu_period_us, settings.cpu_quota_us, settings.cpu_shares) == (
+        200000,
+        100000,
+        512,
+    )
     assert (settings.pids_limit, settings.blkio_weight) == (100, 400)
     assert settings.output_limit_bytes == 256 * 1024
     assert settings.job_files_host_dir == "/tmp/scripts"
@@ -47,7 +51,9 @@ def test_the_originals_names_and_spellings() -> None:
 
 
 def test_docker_host_falls_back_to_docker_s_own_variable() -> None:
-    assert load_settings({"DOCKER_HOST": "tcp://10.0.0.1:2376"}).docker_host == "tcp://10.0.0.1:2376"
+    assert (
+        load_settings({"DOCKER_HOST": "tcp://10.0.0.1:2376"}).docker_host == "tcp://10.0.0.1:2376"
+    )
     both = {"DOCKER_HOST": "tcp://a:1", "WORKER_DOCKER_HOST": "unix:///x.sock"}
     assert load_settings(both).docker_host == "unix:///x.sock"
 
@@ -72,7 +78,12 @@ def test_an_invalid_value_names_its_variable(variable: str, value: str) -> None:
 
 def test_help_lists_every_setting_with_its_default() -> None:
     text = describe()
-    for name in ("WORKER_KAFKA_BROKER_URL", "WORKER_DRAIN_TIMEOUT_S", "WORKER_ID", "WORKER_METRICS_PORT"):
+    for name in (
+        "WORKER_KAFKA_BROKER_URL",
+        "WORKER_DRAIN_TIMEOUT_S",
+        "WORKER_ID",
+        "WORKER_METRICS_PORT",
+    ):
         assert name in text
     assert "unix:///var/run/docker.sock" in text
 

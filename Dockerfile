@@ -1,0 +1,88 @@
+# The dsw worker image, two targets from one file:
+#
+#   worker       `dsw worker` as a non-root user; talks to a daemon it is given: the host's socket
+#                (Docker-out-of-Docker) or WORKER_DOCKER_HOST=tcp://... with TLS.
+#                  docker build --target worker -t dsw-worker .
+#   worker-dind  the same plus dockerd: run --privileged, it starts its own daemon, loads or builds
+#                the sandbox images into it, then runs the worker (unprivileged) against it.
+#                  docker build --target worker-dind -t dsw-worker:dind .
+#
+# Built on debian:bookworm-slim only (pulled, or made locally by scripts/provision-base-image.sh),
+# with no BuildKit-only syntax: the legacy builder builds it too. The build context is the
+# repository root; .dockerignore lets in only pyproject.toml, README.md, dsw/, sandbox/, docker/.
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# ---- build: a virtualenv with dsw and its dependencies (wheels only, no compiler) ----------------
+FROM ${BASE_IMAGE} AS build
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/dsw/venv
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# Dependencies first, from pyproject.toml alone: a change in dsw/ reuses this layer.
+COPY pyproject.toml /src/pyproject.toml
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+        > /src/requirements.txt \
+ && /opt/dsw/venv/bin/pip install -q --only-binary=:all: -r /src/requirements.txt
+COPY README.md /src/README.md
+COPY dsw /src/dsw
+# setuptools builds dsw in an isolated environment (fetched from PyPI, not kept); the venv's own
+# pip and setuptools go afterwards: the final image installs nothing.
+RUN /opt/dsw/venv/bin/pip install -q --no-deps /src \
+ && /opt/dsw/venv/bin/pip uninstall -q -y pip setuptools
+
+# ---- worker: Docker-out-of-Docker / remote daemon ----------------------------------------------
+FROM ${BASE_IMAGE} AS worker
+# python3: the interpreter the venv was made with (same base, same path); tini: PID 1 that forwards
+# signals and reaps.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 tini \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+        /usr/share/doc/* /usr/share/man/* \
+ && groupadd --system --gid 10000 dsw \
+ && useradd --system --uid 10000 --gid dsw --home-dir /opt/dsw --no-create-home \
+        --shell /usr/sbin/nologin dsw
+COPY --from=build /opt/dsw/venv /opt/dsw/venv
+# The sandbox types (sandbox.toml, read at start-up) and their Dockerfiles (the DinD target builds
+# missing sandbox images from them).
+COPY sandbox /opt/dsw/sandbox
+COPY docker/healthcheck.py /opt/dsw/healthcheck.py
+ENV PATH=/opt/dsw/venv/bin:$PATH \
+    HOME=/opt/dsw \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    WORKER_SANDBOX_DIR=/opt/dsw/sandbox
+WORKDIR /opt/dsw
+USER dsw
+EXPOSE 9464
+# /healthz: the worker's trio tree is alive (readiness is /readyz, for orchestrators that ask).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["/opt/dsw/venv/bin/python", "/opt/dsw/healthcheck.py"]
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["dsw", "worker"]
+
+# ---- worker-dind: its own dockerd, run --privileged ---------------------------------------------
+FROM worker AS worker-dind
+USER root
+# docker.io: dockerd, containerd, runc, the docker CLI (image load and build in the entrypoint);
+# iptables: the inner daemon's bridge network; fuse-overlayfs: the storage driver where
+# /var/lib/docker is not a volume (overlay2 cannot sit on the container's overlay root).
+# ctr and containerd-stress are containerd's own debugging tools: not needed.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        docker.io iptables fuse-overlayfs \
+ && apt-get clean \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
+        /usr/share/doc/* /usr/share/man/* /usr/bin/ctr /usr/bin/containerd-stress \
+ && usermod -a -G docker dsw \
+ && mkdir -p /var/lib/dsw/images
+COPY docker/dind-entrypoint.sh /opt/dsw/dind-entrypoint.sh
+# The inner daemon's state: a volume, so overlay2 works (an anonymous one per container unless a
+# named volume is mounted; `docker rm -v` removes it).
+VOLUME /var/lib/docker
+# Sandbox image tarballs (`docker save`) found here are loaded into the inner daemon at start-up.
+ENV DSW_DIND_IMAGES_DIR=/var/lib/dsw/images
+# tini forwards SIGTERM to the entrypoint, which drains the worker and then stops dockerd.
+ENTRYPOINT ["/usr/bin/tini", "--", "bash", "/opt/dsw/dind-entrypoint.sh"]
+CMD ["dsw", "worker"]

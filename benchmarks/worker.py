@@ -1,0 +1,245 @@
+"""End to end: a real `dsw worker` subprocess, the bench's topics, and what it can see of both.
+
+`Topics` reads pending, running and finished without a consumer group and keeps, per job id, the
+broker timestamps of its records (CreateTime, set by each producer at send time) and when the
+bench saw its `finished`. `WorkerProcess` starts `python -m dsw worker` with WORKER_* variables,
+waits for /readyz, and reads its RSS from /proc and its Prometheus histograms from /metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import trio
+
+from dsw.config import Settings, env_name
+from dsw.kafka import Kafka, Reader, Record
+
+# The worker's histograms whose mean per phase says where its time goes.
+HISTOGRAMS = (
+    "dsw_queue_wait_seconds",
+    "dsw_container_create_seconds",
+    "dsw_container_start_seconds",
+    "dsw_container_run_seconds",
+    "dsw_container_cleanup_seconds",
+    "dsw_job_end_to_end_seconds",
+)
+_SAMPLE = re.compile(r"^(\w+?)_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+)$")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Seen:
+    """One job as the topics show it: broker timestamps (ms) and the bench's arrival time."""
+
+    pending_ms: int | None = None
+    running_ms: int | None = None
+    finished_ms: int | None = None
+    finished_at: float | None = None  # time.perf_counter() when the bench read `finished`
+    finished: dict[str, Any] | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def latency_s(self) -> float:
+        assert self.pending_ms is not None and self.finished_ms is not None
+        return (self.finished_ms - self.pending_ms) / 1000
+
+
+class Topics:
+    """Every record of the bench's topics, sorted by job id as they arrive."""
+
+    def __init__(self, pending: list[str], running: str, finished: str) -> None:
+        self.pending, self.running, self.finished = set(pending), running, finished
+        self.jobs: dict[str, Seen] = {}
+
+    def expect(self, job_id: str) -> Seen:
+        return self.jobs.setdefault(job_id, Seen())
+
+    async def follow(self, reader: Reader) -> None:
+        while True:
+            records = await reader.take(0.1)
+            now = time.perf_counter()
+            for record in records:
+                self._note(record, now)
+
+    def _note(self, record: Record, now: float) -> None:
+        job_id = (record.key or b"").decode()
+        seen = self.jobs.get(job_id)
+        if seen is None:
+            return  # not one of ours (a warm-up before expect, or another run)
+        if record.topic in self.pending:
+            seen.pending_ms = record.timestamp_ms
+        elif record.topic == self.running:
+            seen.running_ms = seen.running_ms or record.timestamp_ms
+        elif record.topic == self.finished:
+            seen.finished_ms = record.timestamp_ms
+            seen.finished_at = now
+            seen.finished = json.loads(record.value or b"{}")
+        if seen.pending_ms is not None and seen.finished_ms is not None:
+            seen.done.set()
+
+    async def run(self, kafka: Kafka, topic: str, jobs: list[tuple[str, bytes]]) -> list[Seen]:
+        """Publish `jobs` (id, value) at once and wait for all their `finished`."""
+        seen = [self.expect(job_id) for job_id, _ in jobs]
+        async with trio.open_nursery() as nursery:
+            for job_id, value in jobs:
+                nursery.start_soon(kafka.publish, topic, job_id, value)
+        for one in seen:
+            await one.done.wait()
+        return seen
+
+
+def job_value(job_id: str, script: str, **config: Any) -> bytes:
+    body: dict[str, Any] = {"jobId": job_id, "script": script}
+    if config:
+        body["jobConfig"] = config
+    return json.dumps(body).encode()
+
+
+def _kib(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class WorkerProcess:
+    settings: Settings
+    process: trio.Process
+    started_s: float = 0.0  # from exec to /readyz 200
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def rss_kib(self) -> int:
+        return _kib(self.pid, "VmRSS")
+
+    def hwm_kib(self) -> int:
+        return _kib(self.pid, "VmHWM")
+
+    def reset_hwm(self) -> bool:
+        """Reset the kernel's peak-RSS mark (VmHWM) of the worker; False where not allowed."""
+        try:
+            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+    async def histograms(self) -> dict[str, tuple[float, float]]:
+        """(sum, count) of each of HISTOGRAMS, from the worker's /metrics."""
+        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+        async with httpx.AsyncClient(timeout=5) as http:
+            text = (await http.get(url)).text
+        found: dict[str, list[float]] = {name: [0.0, 0.0] for name in HISTOGRAMS}
+        for line in text.splitlines():
+            match = _SAMPLE.match(line)
+            if match and match[1] in found:
+                found[match[1]][0 if match[2] == "sum" else 1] += float(match[3])
+        return {name: (total, count) for name, (total, count) in found.items()}
+
+
+class RssWindow:
+    """Samples a worker's RSS every few milliseconds while open; the peak in MiB."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.peak_kib = 0
+        self.hwm_kib: int | None = None
+        self.samples = 0
+
+    async def sample(self, every_s: float = 0.02) -> None:
+        while True:
+            self.peak_kib = max(self.peak_kib, self.worker.rss_kib())
+            self.samples += 1
+            await trio.sleep(every_s)
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[RssWindow]:
+        reset = self.worker.reset_hwm()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.sample)
+            yield self
+            nursery.cancel_scope.cancel()
+        self.peak_kib = max(self.peak_kib, self.worker.rss_kib())
+        if reset:
+            self.hwm_kib = self.worker.hwm_kib()
+
+    @property
+    def peak_mib(self) -> float:
+        return max(self.peak_kib, self.hwm_kib or 0) / 1024
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The bench's environment with the WORKER_* variables that make `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
+    for name in settings.__struct_fields__:
+        value = getattr(settings, name)
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        env[env_name(name)] = text.lower() if isinstance(value, bool) else text
+    return env
+
+
+async def _ready(port: int, process: trio.Process, timeout_s: float) -> None:
+    url = f"http://127.0.0.1:{port}/readyz"
+    async with httpx.AsyncClient(timeout=2) as http:
+        with trio.fail_after(timeout_s):
+            while True:
+                if process.returncode is not None:
+                    raise RuntimeError(f"the worker exited with {process.returncode} at start-up")
+                try:
+                    if (await http.get(url)).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.05)
+
+
+@asynccontextmanager
+async def run_worker(settings: Settings, log: BinaryIO) -> AsyncIterator[WorkerProcess]:
+    """A `dsw worker` subprocess logging to `log`, ready; drained with SIGTERM at exit."""
+    async with trio.open_nursery() as nursery:
+        start = functools.partial(
+            trio.run_process,
+            [sys.executable, "-m", "dsw", "worker"],
+            env=worker_environment(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+        t0 = time.perf_counter()
+        process = await nursery.start(start)
+        worker = WorkerProcess(settings, process)
+        try:
+            await _ready(settings.metrics_port, process, timeout_s=120)
+            worker.started_s = time.perf_counter() - t0
+            yield worker
+        finally:
+            with trio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                with trio.move_on_after(settings.drain_timeout_s + 10):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()

@@ -1,0 +1,102 @@
+"""`dsw submit` against a real worker: exit codes, --json, --no-wait, --timeout, plain progress."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from dsw.config import Settings
+from dsw.docker import DockerClient
+from dsw.kafka import Kafka
+from tests.conftest import TEST_SCRIPTS
+from tests.workers import environment, run_worker, worker_settings
+
+SHELL = "linux-amd64-shell"
+
+
+async def dsw_submit(
+    ws: Settings, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "dsw", "submit", *args],
+        env=environment(ws),
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+async def ws(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> AsyncIterator[Settings]:
+    """A running worker's settings (job time limit 3 s); submit uses the same topics."""
+    ws = worker_settings(settings, topic_prefix, job_timeout_s=3, max_job_timeout_s=3)
+    async with run_worker(ws) as worker:
+        yield ws
+        worker.signal(2)
+        await worker.wait()
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+async def test_all_succeeded_exits_0_with_outputs(ws: Settings) -> None:
+    result = await dsw_submit(ws, str(TEST_SCRIPTS / "hello-world.sh"), "--sandbox", SHELL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"Hello from script\n"
+    progress = result.stderr.decode()
+    assert "queued" in progress
+    assert "SUCCEEDED" in progress
+    assert "\x1b[" not in progress  # not a terminal: plain lines, no control codes
+
+
+async def test_exit_codes_and_json_lines(ws: Settings, tmp_path: Path) -> None:
+    ok = write(tmp_path, "ok.sh", "echo ok\n")
+    failing = write(tmp_path, "failing.sh", "exit 3\n")
+    slow = write(tmp_path, "slow.sh", "sleep 60\n")
+    blank = write(tmp_path, "blank.sh", "  \n")
+
+    async def code(*paths: str) -> int:
+        return (await dsw_submit(ws, *paths, "--sandbox", SHELL)).returncode
+
+    assert await code(ok, failing) == 1
+    assert await code(ok, failing, slow) == 124
+    assert await code(ok, failing, slow, blank) == 3
+    result = await dsw_submit(ws, ok, failing, "--sandbox", SHELL, "--json")
+    lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert sorted(m["scriptResults"]["finishedWith"] for m in lines) == ["FAILED", "SUCCEEDED"]
+    assert result.stderr == b""
+
+
+async def test_stdin_script_and_no_wait(ws: Settings) -> None:
+    result = await dsw_submit(ws, "-", "--sandbox", SHELL, stdin=b"echo from stdin\n")
+    assert (result.returncode, result.stdout) == (0, b"from stdin\n")
+    result = await dsw_submit(ws, "-", "--sandbox", SHELL, "--no-wait", stdin=b"echo later\n")
+    assert result.returncode == 0
+    assert len(result.stdout.decode().strip()) == 36  # the job id
+
+
+async def test_timeout_of_the_wait_exits_2(
+    kafka: Kafka, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    ws = worker_settings(settings, topic_prefix)  # no worker serves these topics
+    script = write(tmp_path, "nobody.sh", "echo\n")
+    result = await dsw_submit(ws, script, "--sandbox", SHELL, "--timeout", "3")
+    assert result.returncode == 2
+    assert b"timed out" in result.stderr
+
+
+async def test_unreadable_file_exits_2(settings: Settings) -> None:
+    result = await dsw_submit(settings, "/nonexistent/script.csx")
+    assert result.returncode == 2
