@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# Entrypoint of the dsw worker image in Docker-in-Docker mode (target worker-dind), run by tini:
+#
+#   1. checks that it runs --privileged and that the inner daemon can enforce limits: cgroup v2 (with
+#      a private cgroup namespace) moves itself into a leaf cgroup and delegates every controller, as
+#      moby's hack/dind does; cgroup v1 needs the memory, cpu and pids hierarchies mounted writable,
+#      which --privileged gives;
+#   2. picks a storage driver that works nested (overlay2 on a volume, else fuse-overlayfs, else vfs)
+#      and, when it shares the host's network namespace (--network host), keeps the inner daemon off
+#      the host's docker0 and iptables;
+#   3. starts dockerd on /var/run/docker.sock and waits until it answers;
+#   4. loads every $DSW_DIND_IMAGES_DIR/*.tar[.gz] (`docker save` output) and builds each sandbox
+#      image still missing from /opt/dsw/sandbox/<type>/Dockerfile (its base images are pulled, or come
+#      from those tarballs);
+#   5. runs the command (default `dsw worker`) as user dsw with no capabilities (setpriv); only the
+#      docker group's access to the inner socket remains;
+#   6. SIGTERM/SIGINT go to the worker, which stops taking jobs and drains; once it has exited,
+#      dockerd is stopped (SIGTERM, then SIGKILL after DSW_DOCKERD_STOP_TIMEOUT_S). If dockerd dies
+#      first, the worker is stopped and the container exits 1, for a restart policy to act on.
+#
+# Settings (environment; the worker's own are WORKER_*):
+#   DSW_DIND_IMAGES_DIR          /var/lib/dsw/images  tarballs to load
+#   DSW_DIND_BUILD               missing              `missing`: build absent sandbox images; `never`
+#   DSW_DIND_BRIDGE              auto                 `auto`, `default` (docker0), `none` (no bridge)
+#   DSW_DOCKERD_ARGS             (empty)              more dockerd flags, e.g. --storage-driver=vfs
+#   DSW_DOCKERD_LOG_LEVEL        warn                 dockerd's log level (its lines go to stderr)
+#   DSW_DOCKERD_START_TIMEOUT_S  60                   how long dockerd may take to answer
+#   DSW_DOCKERD_STOP_TIMEOUT_S   20                   how long dockerd may take to stop
+#   DSW_RUN_AS                   dsw                  user of the worker process (`root`: no drop)
+set -uo pipefail
+
+images_dir=${DSW_DIND_IMAGES_DIR:-/var/lib/dsw/images}
+build_mode=${DSW_DIND_BUILD:-missing}
+bridge_mode=${DSW_DIND_BRIDGE:-auto}
+start_timeout_s=${DSW_DOCKERD_START_TIMEOUT_S:-60}
+stop_timeout_s=${DSW_DOCKERD_STOP_TIMEOUT_S:-20}
+run_as=${DSW_RUN_AS:-dsw}
+sandbox_dir=${WORKER_SANDBOX_DIR:-/opt/dsw/sandbox}
+socket=/var/run/docker.sock
+export DOCKER_HOST=unix://$socket
+
+dockerd_pid=""
+worker_pid=""
+child_pid=""  # a long set-up step (image load or build) running in the background
+stop_signal=""
+
+log() { printf '%s level=%s logger=dind %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$1" "${*:2}" >&2; }
+die() { log ERROR "$*"; stop_dockerd; exit 1; }
+
+on_signal() {
+    stop_signal=$1
+    if [ -n "$worker_pid" ]; then
+        log INFO "SIG$1: passing it to the worker; dockerd stops once the worker has drained"
+        kill -s "$1" "$worker_pid" 2>/dev/null
+    else
+        log INFO "SIG$1 during start-up: stopping"
+        [ -z "$child_pid" ] || kill -TERM "$child_pid" 2>/dev/null
+    fi
+}
+trap 'on_signal TERM' TERM
+trap 'on_signal INT' INT
+
+# Waits for a child, surviving trapped signals; its exit status in `status`.
+status=0
+wait_for() {
+    local done=""
+    while :; do
+        wait -n -p done "$1"
+        status=$?
+        if [ -n "$done" ] || [ "$status" = 127 ]; then
+            return 0
+        fi
+    done
+}
+
+# Runs a set-up command in the background so that a signal can interrupt it; returns its status.
+step() {
+    "$@" &
+    child_pid=$!
+    wait_for "$child_pid"
+    child_pid=""
+    return "$status"
+}
+
+stop_dockerd() {
+    [ -n "$dockerd_pid" ] || return 0
+    log INFO "stopping dockerd (pid $dockerd_pid)"
+    local started=$SECONDS
+    kill -TERM "$dockerd_pid" 2>/dev/null
+    (sleep "$stop_timeout_s" && kill -KILL "$dockerd_pid" 2>/dev/null && echo killed) &
+    local timer=$!
+    wait_for "$dockerd_pid"
+    kill "$timer" 2>/dev/null
+    wait "$timer" 2>/dev/null
+    log INFO "dockerd stopped status=$status after $((SECONDS - started))s"
+    dockerd_pid=""
+}
+
+# ---- 1. privileges and cgroups --------------------------------------------------------------------
+capabilities=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
+if (( (0x$capabilities >> 21 & 1) == 0 )) || [ ! -w /sys/fs/cgroup ]; then
+    die "no CAP_SYS_ADMIN or a read-only /sys/fs/cgroup: Docker-in-Docker needs \`docker run --privileged\`"
+fi
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    cgroup_version=2
+    if [ "$(cat /proc/self/cgroup)" = "0::/" ]; then
+        # A process may not sit in a cgroup whose controllers are delegated to children: move every
+        # process of the namespace's root into /init, then enable all controllers for children.
+        mkdir -p /sys/fs/cgroup/init
+        xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || :
+        sed -e 's/ / +/g' -e 's/^/+/' < /sys/fs/cgroup/cgroup.controllers \
+            > /sys/fs/cgroup/cgroup.subtree_control \
+            || log WARNING "could not delegate the cgroup v2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+    else
+        log WARNING "cgroup v2 without a private cgroup namespace ($(cat /proc/self/cgroup)): run with" \
+            "--cgroupns=private, or the inner daemon cannot enforce limits"
+    fi
+else
+    cgroup_version=1
+    for controller in memory cpu pids; do
+        [ -d "/sys/fs/cgroup/$controller" ] && [ -w "/sys/fs/cgroup/$controller" ] \
+            || log WARNING "cgroup v1 controller $controller is not mounted writable at /sys/fs/cgroup/$controller"
+    done
+fi
+
+# ---- 2. storage driver and network ----------------------------------------------------------------
+read -r -a dockerd_args <<< "${DSW_DOCKERD_ARGS:-}"
+if [[ " ${dockerd_args[*]} " != *" --storage-driver"* && " ${dockerd_args[*]} " != *" -s "* ]]; then
+    root_fs=$(stat -f -c %T /var/lib/docker)
+    if [ "$root_fs" = overlayfs ]; then
+        # overlay2 cannot use a directory on overlayfs as its upper layer.
+        if command -v fuse-overlayfs >/dev/null && [ -c /dev/fuse ]; then
+            dockerd_args+=(--storage-driver=fuse-overlayfs)
+        else
+            dockerd_args+=(--storage-driver=vfs)
+        fi
+        log WARNING "/var/lib/docker is on the container's overlay root, not a volume:" \
+            "using ${dockerd_args[-1]#--storage-driver=} (slower); mount a volume there for overlay2"
+    fi
+fi
+if [ "$bridge_mode" = auto ]; then
+    # docker0 already here means this network namespace is the host's (--network host): the inner
+    # daemon must not take over the host's bridge or rewrite its iptables.
+    if [ -e /sys/class/net/docker0 ]; then bridge_mode=none; else bridge_mode=default; fi
+fi
+if [ "$bridge_mode" = none ]; then
+    dockerd_args+=(--bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-forward=false)
+    log WARNING "sharing the host's network namespace: the inner daemon has no bridge network, so" \
+        "sandbox types with network = true cannot run (give the worker container its own network)"
+fi
+
+# ---- 3. dockerd -----------------------------------------------------------------------------------
+# A restarted container keeps /var/run: stale pid files would stop dockerd and containerd.
+rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
+started=$SECONDS
+dockerd --host="unix://$socket" --group=docker --log-level="${DSW_DOCKERD_LOG_LEVEL:-warn}" \
+    "${dockerd_args[@]}" &
+dockerd_pid=$!
+until docker version >/dev/null 2>&1; do
+    if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+        wait_for "$dockerd_pid"
+        dockerd_pid=""
+        die "dockerd exited with status $status before answering"
+    fi
+    [ -z "$stop_signal" ] || { stop_dockerd; exit 0; }
+    (( SECONDS - started < start_timeout_s )) || die "dockerd did not answer within ${start_timeout_s}s"
+    sleep 0.1
+done
+info=$(docker info --format '{{json .}}' 2>/dev/null) || info='{}'
+/opt/dsw/venv/bin/python - "$info" "$cgroup_version" "${WORKER_ENABLE_RESOURCE_LIMITS:-true}" <<'EOF' >&2
+import json, sys
+info, cgroup_version, limits_on = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3].lower()
+checks = {"memory": "MemoryLimit", "swap": "SwapLimit", "cpu-quota": "CpuCfsQuota",
+          "cpu-period": "CpuCfsPeriod", "cpu-shares": "CPUShares", "pids": "PidsLimit"}
+missing = [name for name, key in checks.items() if not info.get(key)]
+print(f"dind: dockerd {info.get('ServerVersion')} answers: cgroup v{info.get('CgroupVersion')}"
+      f" driver={info.get('CgroupDriver')} storage={info.get('Driver')}"
+      f" limits={'all' if not missing else 'missing ' + ','.join(missing)}")
+for warning in info.get("Warnings") or []:
+    print(f"dind: dockerd warns: {warning}")
+if missing and limits_on not in ("false", "0", "no", "off"):
+    print(f"dind: the inner daemon cannot enforce {', '.join(missing)}; the worker will refuse to"
+          " start (set WORKER_ENABLE_RESOURCE_LIMITS=false to run without limits)")
+EOF
+log INFO "dockerd answers after $((SECONDS - started))s (pid $dockerd_pid)"
+
+# ---- 4. sandbox images ----------------------------------------------------------------------------
+shopt -s nullglob
+for tarball in "$images_dir"/*.tar "$images_dir"/*.tar.gz; do
+    [ -z "$stop_signal" ] || break
+    log INFO "loading $tarball"
+    step docker load -q -i "$tarball" >&2 || log WARNING "could not load $tarball"
+done
+# Each served type's image, from its sandbox.toml (as the worker reads it).
+types=$(/opt/dsw/venv/bin/python -c '
+from dsw.config import load_settings
+from dsw.sandbox_types import load_sandbox_types
+settings = load_settings()
+for sandbox in load_sandbox_types(settings.sandbox_dir, settings.runner_types).values():
+    print(sandbox.name, sandbox.image)
+') || log WARNING "could not read the sandbox types; the worker will say why"
+while read -r type image; do
+    [ -n "$type" ] && [ -z "$stop_signal" ] || continue
+    docker image inspect "$image" >/dev/null 2>&1 && continue
+    if [ "$build_mode" != missing ] || [ ! -f "$sandbox_dir/$type/Dockerfile" ]; then
+        log WARNING "image $image is missing; the worker will try to pull it"
+        continue
+    fi
+    log INFO "building $image from $sandbox_dir/$type/Dockerfile"
+    build_started=$SECONDS
+    # Host network for the build's RUN steps: it needs no bridge (there may be none) or NAT.
+    if step docker build -q --network=host -f "$sandbox_dir/$type/Dockerfile" -t "$image" \
+        "$sandbox_dir" >/dev/null; then
+        log INFO "built $image in $((SECONDS - build_started))s"
+    else
+        log WARNING "could not build $image; the worker will try to pull it"
+    fi
+done <<< "$types"
+if [ -n "$stop_signal" ]; then
+    stop_dockerd
+    exit 0
+fi
+
+# ---- 5. the worker --------------------------------------------------------------------------------
+[ $# -gt 0 ] || set -- dsw worker
+export WORKER_DOCKER_HOST=$DOCKER_HOST
+if [ "$run_as" = root ]; then
+    "$@" &
+else
+    setpriv --reuid="$run_as" --regid="$run_as" --init-groups --no-new-privs \
+        --inh-caps=-all --bounding-set=-all -- "$@" &
+fi
+worker_pid=$!
+log INFO "started the worker (pid $worker_pid, user $run_as): $*"
+
+# ---- 6. wait; stop dockerd after the worker -------------------------------------------------------
+exit_code=0
+while :; do
+    done_pid=""
+    wait -n -p done_pid "$worker_pid" ${dockerd_pid:+"$dockerd_pid"}
+    code=$?
+    [ -n "$done_pid" ] || continue  # a trapped signal interrupted the wait
+    if [ "$done_pid" = "$worker_pid" ]; then
+        exit_code=$code
+        log INFO "the worker exited with status $code"
+        break
+    fi
+    log ERROR "dockerd exited with status $code under the worker; stopping the worker"
+    dockerd_pid=""
+    exit_code=1
+    kill -TERM "$worker_pid" 2>/dev/null
+done
+worker_pid=""
+stop_dockerd
+exit "$exit_code"
