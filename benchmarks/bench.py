@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import sys
 import time
 import uuid
@@ -177,7 +178,7 @@ class Bench:
         for r in range(a.repetitions):
             # ABBA: odd rounds start with raw, even rounds with the worker, so drift cancels.
             order = ["raw", "e2e"] if r % 2 == 0 else ["e2e", "raw"]
-            say(f"round {r + 1}/{a.repetitions}: {a.serial} one at a time, {a.jobs} at C={a.capacity}")
+            say(f"round {r + 1}/{a.repetitions}: {a.serial} alone, {a.jobs} at C={a.capacity}")
             result: dict[str, Any] = {"round": r + 1, "order": "-".join(order)}
             for kind in order:
                 if kind == "raw":
@@ -233,7 +234,7 @@ class Bench:
         steps: list[Callable[[], Awaitable[None]]] = [raw_once, e2e_once]
         if cli:
             steps.insert(0, cli_once)
-        say(f"C# hello world on mono: warm-up, then {k} × {len(steps)} interleaved")
+        say(f"C# hello world on mono: warm-up, then {k} x {len(steps)} interleaved")
         for step in steps:
             await step()
         runs = {"cli": [], "raw": [], "e2e": []}
@@ -298,7 +299,8 @@ def _kafka_reachable(bootstrap: str) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
-        raise SystemExit(f"bench: no Kafka broker at {bootstrap} ({exc}); run `just provision`")
+        message = f"bench: no Kafka broker at {bootstrap} ({exc}); run `just provision`"
+        raise SystemExit(message) from None
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -316,7 +318,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     bootstrap = settings.kafka_broker_url
     _kafka_reachable(bootstrap)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before anything runs)
     log_path = out / time.strftime("%Y%m%d-%H%M%S-worker.log")
     result: dict[str, Any] = {
         "run_id": args.run_id,
@@ -362,13 +364,18 @@ async def _with_workers(bench: Bench, settings: Settings, log: Any) -> dict[str,
     say(f"starting the worker (capacity {args.capacity}, log {log.name})")
     async with run_worker(settings, log) as worker:
         say(f"worker ready after {worker.started_s:.1f} s")
-        result["shell"] = await bench.shell_rounds(worker)
         idle = worker.rss_kib() / 1024
+        result["shell"] = await bench.shell_rounds(worker)
+        after = worker.rss_kib() / 1024
         if args.csharp:
             result["csharp"] = await bench.csharp(worker)
         say("memory: a job that prints 1 GB, default output cap")
         result["flood"] = [await bench.flood(worker)]
-        result["worker"] = {"startup_s": worker.started_s, "idle_rss_mib": idle}
+        result["worker"] = {
+            "startup_s": worker.started_s,
+            "idle_rss_mib": idle,
+            "rss_after_shell_rounds_mib": after,
+        }
     if args.flood_cap:
         # Same topics and group, another worker id; only its output cap differs.
         changed = msgspec.structs.replace(
@@ -385,3 +392,159 @@ async def _with_workers(bench: Bench, settings: Settings, log: Any) -> dict[str,
             result["worker"]["flood_worker_idle_rss_mib"] = flooder.rss_kib() / 1024
             result["flood"].append(await bench.flood(flooder))
     return result
+
+
+def tables(result: dict[str, Any]) -> tuple[str, list[tuple[str, list[list[str]]]], list[str]]:
+    """The title, table sections and notes of a result."""
+    p, m, sh = result["params"], result["machine"], result["shell"]
+    n, c, r, s = p["jobs"], p["capacity"], p["repetitions"], p["serial"]
+    title = (
+        f"dsw bench ({p['preset']}): {m['cpus']} CPUs, Docker {m['docker']}, cgroup v{m['cgroup']}"
+        f" — {result['runtime_s']:.0f} s"
+    )
+    sections = [
+        (
+            f"shell `echo hi`, one at a time ({s} x {r} rounds)",
+            [
+                stats_row("raw Engine API", sh["raw_serial"]),
+                stats_row("worker end to end", sh["e2e_serial"], sh["serial_ratio"]),
+            ],
+        ),
+        (
+            f"shell `echo hi`, {n} jobs at once, capacity {c} ({r} rounds)",
+            [
+                stats_row("raw Engine API", sh["raw_load"]),
+                stats_row("worker end to end", sh["e2e_load"], sh["load_ratio"]),
+            ],
+        ),
+    ]
+    if cs := result.get("csharp"):
+        ratio = {"jobs_per_s": math.nan, "p50": cs["e2e_over_raw_p50"]}
+        rows = [stats_row("docker run --rm (CLI)", cs["cli"])] if "cli" in cs else []
+        rows += [
+            stats_row("raw Engine API", cs["raw"]),
+            stats_row("worker end to end", cs["e2e"], ratio),
+        ]
+        sections.append((f"C# hello world (mono), one at a time ({p['csharp']})", rows))
+    w, floods = result["worker"], result["flood"]
+    memory = [
+        memory_row("worker idle, after start-up", w["idle_rss_mib"]),
+        memory_row(f"worker peak, {c} jobs in flight", sh["worker_peak_rss_mib_at_capacity"]),
+    ]
+    for flood in floods:
+        cap = flood["output_limit_bytes"]
+        cap_text = f"{cap // MiB} MiB" if cap >= MiB else f"{cap // 1024} KiB"
+        memory.append(
+            memory_row(f"worker peak, job printing 1 GB (cap {cap_text})", flood["peak_rss_mib"])
+        )
+    sections.append(("memory (worker RSS)", memory))
+    notes = [_where_time_goes(sh), _rounds_note(sh)]
+    if cs:
+        notes.append(
+            f"C#: worker/raw p50 {cs['e2e_over_raw_p50']:.2f}x, "
+            f"worker/docker run p50 {cs['e2e_over_cli_p50']:.2f}x"
+        )
+    for flood in floods:
+        notes.append(
+            f"1 GB flood, cap {flood['output_limit_bytes']} B: {flood['finished_with']}, "
+            f"output limit exceeded={flood['output_limit_exceeded']}, container ran "
+            f"{flood['duration_s']} s, {flood['stdout_chars_in_finished']} chars in `finished`"
+        )
+    notes += [f"PROBLEM: {problem}" for problem in result["problems"][:10]]
+    return title, sections, notes
+
+
+def _where_time_goes(shell: dict[str, Any]) -> str:
+    rounds = shell["rounds"]
+    raw = {
+        k: statistics.fmean(r["raw_serial"]["mean_phases"][k] for r in rounds)
+        for k in rounds[0]["raw_serial"]["mean_phases"]
+    }
+    worker = {
+        k: statistics.fmean(r["e2e_serial"]["worker_phases_ms"][k] for r in rounds)
+        for k in rounds[0]["e2e_serial"]["worker_phases_ms"]
+    }
+    raw_text = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in raw.items())
+    worker_text = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in worker.items())
+    return f"mean ms one at a time — raw: {raw_text}; worker (its /metrics): {worker_text}"
+
+
+def _rounds_note(shell: dict[str, Any]) -> str:
+    def listed(values: list[float]) -> str:
+        return " ".join(f"{v:.2f}" for v in values)
+
+    return (
+        "e2e/raw per round — one at a time p50: "
+        f"{listed(shell['serial_ratio']['p50_rounds'])}; at capacity jobs/s: "
+        f"{listed(shell['load_ratio']['jobs_per_s_rounds'])}, p50: "
+        f"{listed(shell['load_ratio']['p50_rounds'])}"
+    )
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "k": 1024, "m": MiB, "g": 1024 * MiB}
+    text = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = text[-1] if text and text[-1] in units else ""
+    return int(float(text.removesuffix(unit) or 0) * units[unit])
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="just bench", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    preset = parser.add_mutually_exclusive_group()
+    preset.add_argument(
+        "--quick",
+        dest="preset",
+        action="store_const",
+        const="quick",
+        help="about two minutes (default)",
+    )
+    preset.add_argument(
+        "--full",
+        dest="preset",
+        action="store_const",
+        const="full",
+        help="more jobs and rounds: about ten minutes",
+    )
+    parser.add_argument("--jobs", "-n", type=int, help="N: jobs per capacity round")
+    parser.add_argument(
+        "--capacity", "-c", type=int, help="C: jobs in flight (WORKER_MAX_CONTAINERS)"
+    )
+    parser.add_argument("--repetitions", "-r", type=int, help="R: interleaved raw/worker rounds")
+    parser.add_argument("--serial", "-s", type=int, help="one-at-a-time jobs per round")
+    parser.add_argument("--csharp", type=int, help="C# repetitions (0 skips)")
+    parser.add_argument(
+        "--flood-cap",
+        type=_size,
+        default=64 * MiB,
+        help="output cap of the second 1 GB flood run (default 64m; 0 skips it)",
+    )
+    parser.add_argument("--out", default=str(ROOT / ".local" / "bench"), help="JSON folder")
+    args = parser.parse_args(argv)
+    args.preset = args.preset or "quick"
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for key in ("jobs", "capacity", "repetitions", "serial"):
+        if getattr(args, key) < 1:
+            parser.error(f"--{key} must be at least 1")
+    args.run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    say(
+        f"{args.preset}: N={args.jobs} C={args.capacity} R={args.repetitions} "
+        f"S={args.serial} C#={args.csharp} run={args.run_id}"
+    )
+    result = trio.run(run, args)
+    path = write_json(result, Path(args.out))
+    title, sections, notes = tables(result)
+    render(title, sections, [*notes, f"JSON: {path} (and latest.json)"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -152,7 +152,9 @@ class RawEngine:
         found = await self._call(
             "GET", "/containers/json", params={"all": "true", "filters": f'{{"label":["{label}"]}}'}
         )
-        ours = [c for c in found.json() if (c.get("Labels") or {}).get(label, "").startswith(prefix)]
+        ours = [
+            c for c in found.json() if (c.get("Labels") or {}).get(label, "").startswith(prefix)
+        ]
         for container in ours:
             await self._call(
                 "DELETE", f"/containers/{container['Id']}", params={"force": "true", "v": "true"}

@@ -86,7 +86,7 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 
 def _ratio(value: float | None) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.2f}×"
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}x"
 
 
 def stats_row(name: str, stats: dict[str, Any], ratio: dict[str, Any] | None = None) -> Row:
@@ -134,7 +134,9 @@ def render(title: str, sections: list[tuple[str, list[Row]]], notes: list[str]) 
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADER))]
     print(title)
     for line in lines:
-        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
+        ]
         print("  ".join(cells).rstrip())
     for note in notes:
         print(note)

@@ -60,7 +60,8 @@ class Seen:
 
     @property
     def latency_s(self) -> float:
-        assert self.pending_ms is not None and self.finished_ms is not None
+        assert self.pending_ms is not None
+        assert self.finished_ms is not None
         return (self.finished_ms - self.pending_ms) / 1000
 
 
