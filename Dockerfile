@@ -15,10 +15,19 @@ ARG BASE_IMAGE=debian:bookworm-slim
 # ---- build: a virtualenv with dsw and its dependencies (wheels only, no compiler) ----------------
 FROM ${BASE_IMAGE} AS build
 RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3 python3-venv ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/dsw/venv
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# PEM certificates to trust for PyPI in this stage only, where HTTPS goes through an intercepting
+# proxy: `--build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt)"`.
+ARG EXTRA_CA_CERTS=""
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+        printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/build-extra.crt \
+        && update-ca-certificates >/dev/null; \
+    fi
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 # Dependencies first, from pyproject.toml alone: a change in dsw/ reuses this layer.
 COPY pyproject.toml /src/pyproject.toml
 RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \

@@ -157,7 +157,12 @@ async def dead_letter(ctx: JobContext, record: Record, letter: DeadLetter) -> No
         ("kafka_dlt-exception-message", letter.reason.encode()),
         ("dsw-worker-id", ctx.settings.worker_id.encode()),
     ]
-    await ctx.kafka.publish(topic, record.key, record.value, headers)
+    try:
+        await ctx.kafka.publish(topic, record.key, record.value, headers)
+    except MessageTooLarge:
+        # The headers pushed a record at the broker's limit over it: keep the why, drop the body.
+        headers.append(("dsw-value-dropped", b"too large with the dead-letter headers"))
+        await ctx.kafka.publish(topic, record.key, None, headers)
     ctx.tracker.finish((record.topic, record.partition), record.offset)
 
 
@@ -260,6 +265,11 @@ async def _execute(ctx: JobContext, record: Record, request: ScriptRequest) -> F
             metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason=type(exc).__name__).inc()
             log.warning("cannot run job=%s error=%s", request.job_id, exc)
             return _rejection(ctx, request.job_id, str(exc))
+        except Exception as exc:
+            # A bug of ours must not take the worker down, nor come back forever as a redelivery.
+            metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason="internal_error").inc()
+            log.exception("internal error job=%s", request.job_id)
+            return _rejection(ctx, request.job_id, f"internal error: {exc!r}")
         return Finished(
             job_id=request.job_id,
             status=Status.ACCEPTED,

@@ -177,22 +177,23 @@ async def _start_and_wait(
     started = trio.current_time()
     if on_started is not None:
         on_started()
-    timed_out = False
+    # Errors are carried out of the nursery by hand, so callers see DockerError, not a group.
+    error: DockerError | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_collect_output, docker, container, run)
         nursery.start_soon(_sample_memory, docker, container, run)
-        with trio.move_on_after(request.limits.timeout_s) as timer:
-            exit_code = await docker.container_wait(container)
-        if timer.cancelled_caught:
-            timed_out = True
-            exit_code = await _stop(docker, settings, container)
-        duration_s = trio.current_time() - started
-        metrics.container_run.observe(duration_s)
-        with trio.move_on_after(LOG_DRAIN_S):
-            await run.logs_done.wait()
+        try:
+            exit_code, timed_out = await _wait_for_exit(docker, settings, request, container)
+            duration_s = trio.current_time() - started
+            metrics.container_run.observe(duration_s)
+            with trio.move_on_after(LOG_DRAIN_S):
+                await run.logs_done.wait()
+        except DockerError as exc:
+            error = exc
         nursery.cancel_scope.cancel(reason="container exited")
-    if run.logs_error is not None:
-        raise run.logs_error
+    error = error or run.logs_error
+    if error is not None:
+        raise error
     state = (await docker.container_inspect(container)).get("State", {})
     if timed_out:
         finished_with = FinishedWith.TIME_LIMIT_EXCEEDED
@@ -212,6 +213,15 @@ async def _start_and_wait(
         output_limit_exceeded=run.output_limit_exceeded,
         peak_memory_bytes=run.peak_memory_bytes,
     )
+
+
+async def _wait_for_exit(
+    docker: DockerClient, settings: Settings, request: ScriptRequest, container: str
+) -> tuple[int, bool]:
+    """The exit code, and whether the time limit stopped the container."""
+    with trio.move_on_after(request.limits.timeout_s):
+        return await docker.container_wait(container), False
+    return await _stop(docker, settings, container), True
 
 
 async def _stop(docker: DockerClient, settings: Settings, container: str) -> int:

@@ -52,7 +52,7 @@ def _transport_for(settings: Settings) -> tuple[str, httpx.AsyncBaseTransport]:
     if not settings.docker_tls_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    if cert_dir:
+    if cert_dir and (cert_dir / "cert.pem").exists():
         context.load_cert_chain(cert_dir / "cert.pem", cert_dir / "key.pem")
     return f"https://{address}", httpx.AsyncHTTPTransport(verify=context, limits=limits)
 

@@ -1,0 +1,62 @@
+"""The worker when Docker goes away: it stops taking jobs, says so, and loses nothing."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import trio
+
+from dsw.config import Settings
+from dsw.docker import DockerClient
+from dsw.kafka import Kafka
+from tests.conftest import containers_of
+from tests.proxies import CuttableDocker
+from tests.test_status import wait_ready
+from tests.workers import by_topic, job, read_until, run_worker, worker_settings
+
+SHELL = "linux-amd64-shell"
+
+
+async def test_docker_outage_pauses_then_resumes_without_losing_or_blaming_jobs(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    proxy = CuttableDocker(tmp_path / "docker.sock")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.serve)
+        ws = worker_settings(settings, topic_prefix, docker_host=proxy.docker_host)
+        pending = f"{topic_prefix}pending-{SHELL}"
+        async with (
+            run_worker(ws) as worker,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.settings.metrics_port}") as http,
+        ):
+            await wait_ready(http)
+            mid_id, mid = job("echo begun; sleep 3; echo mid\n")
+            await kafka.publish(pending, mid_id, mid)
+            await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+            proxy.cut()  # Docker goes away while a job runs...
+            later_id, later = job("echo later\n")
+            await kafka.publish(pending, later_id, later)  # ...and while another waits
+            with trio.fail_after(30):
+                while True:
+                    if "Docker unreachable" in (await http.get("/readyz")).text:
+                        break
+                    await trio.sleep(0.2)
+            await trio.sleep(2)
+            await nursery.start(proxy.serve)  # Docker is back
+            records = await read_until(
+                kafka,
+                [ws.finished_topic],
+                lambda rs: len({r.key for r in rs}) >= 2,
+            )
+            await wait_ready(http)
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait() == 0
+        nursery.cancel_scope.cancel()
+    finished = {m["jobId"]: m for m in by_topic(records, ws.finished_topic)}
+    assert finished[mid_id]["status"] == "ACCEPTED"
+    assert finished[mid_id]["scriptResults"]["stdout"] == "begun\nmid\n"  # run again, whole
+    assert finished[later_id]["scriptResults"]["stdout"] == "later\n"
+    assert "Docker is unreachable" in worker.output
+    assert await containers_of(docker, ws.worker_id) == []
