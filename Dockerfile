@@ -23,7 +23,7 @@ RUN python3 -m venv /opt/dsw/venv
 # proxy: `--build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt)"`.
 ARG EXTRA_CA_CERTS=""
 RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
-        printf '%s\n' "$EXTRA_CA_CERTS" > /usr/local/share/ca-certificates/build-extra.crt \
+        printf '%s\n' "$EXTRA_CA_CERTS" | awk '/BEGIN CERTIFICATE/ { n++ } n { print > ("/usr/local/share/ca-certificates/build-extra-" n ".crt") }' \
         && update-ca-certificates >/dev/null; \
     fi
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
@@ -49,8 +49,8 @@ RUN apt-get update \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
         /usr/share/doc/* /usr/share/man/* \
- && groupadd --system --gid 10000 dsw \
- && useradd --system --uid 10000 --gid dsw --home-dir /opt/dsw --no-create-home \
+ && groupadd --gid 10000 dsw \
+ && useradd --uid 10000 --gid dsw --home-dir /opt/dsw --no-create-home \
         --shell /usr/sbin/nologin dsw
 COPY --from=build /opt/dsw/venv /opt/dsw/venv
 # The sandbox types (sandbox.toml, read at start-up) and their Dockerfiles (the DinD target builds

@@ -15,6 +15,8 @@ import argparse
 import math
 import os
 import platform
+import resource
+import shlex
 import shutil
 import statistics
 import sys
@@ -44,8 +46,10 @@ from benchmarks.worker import (
     Seen,
     Topics,
     WorkerProcess,
+    cpu_s,
     free_port,
     job_value,
+    pids_named,
     run_worker,
 )
 from dsw.config import MiB, Settings, load_settings
@@ -66,7 +70,7 @@ NUGET = (
 )
 FLOOD = "head -c 1000000000 /dev/zero | tr '\\0' x\n"
 PRESETS = {
-    "quick": {"jobs": 24, "capacity": 4, "repetitions": 3, "serial": 6, "csharp": 3},
+    "quick": {"jobs": 24, "capacity": 4, "repetitions": 4, "serial": 6, "csharp": 3},
     "full": {"jobs": 100, "capacity": 4, "repetitions": 5, "serial": 20, "csharp": 10},
 }
 
@@ -90,6 +94,19 @@ class Bench:
             settings.finished_topic,
         )
         self.problems: list[str] = []
+        self.dockerd, self.containerd = pids_named("dockerd"), pids_named("containerd")
+
+    def cpu(self, worker: WorkerProcess | None = None) -> dict[str, float]:
+        """CPU seconds so far of the daemons, this process (the raw client) and the worker."""
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        found = {
+            "dockerd": cpu_s(self.dockerd),
+            "containerd": cpu_s(self.containerd),
+            "bench": own.ru_utime + own.ru_stime,
+        }
+        if worker is not None:
+            found["worker"] = cpu_s([worker.pid])
+        return found
 
     def pending(self, sandbox: SandboxType) -> str:
         return self.settings.pending_topic_prefix + sandbox.name
@@ -101,6 +118,7 @@ class Bench:
         limiter = trio.CapacityLimiter(c)
         latencies: list[float] = []
         parts: dict[str, list[float]] = {}
+        cpu = self.cpu()
         t0 = time.perf_counter()
 
         async def one() -> None:
@@ -117,11 +135,14 @@ class Bench:
                 nursery.start_soon(one)
         wall = time.perf_counter() - t0
         means = {k.replace("_s", "_ms"): 1000 * sum(v) / len(v) for k, v in parts.items()}
-        return phase(latencies, wall, mean_phases=means)
+        return phase(
+            latencies, wall, mean_phases=means, cpu_ms_per_job=_per_job(cpu, self.cpu(), n)
+        )
 
     async def raw_serial(self, sandbox: SandboxType, script: str, n: int) -> dict[str, Any]:
         """n raw lifecycles one after another; latency of each."""
         latencies, parts = [], {}
+        cpu = self.cpu()
         t0 = time.perf_counter()
         for _ in range(n):
             result = await self.raw.run(sandbox, script)
@@ -129,7 +150,10 @@ class Bench:
             for name in ("create_s", "start_s", "wait_s", "logs_s", "remove_s"):
                 parts.setdefault(name, []).append(getattr(result, name))
         means = {k.replace("_s", "_ms"): 1000 * sum(v) / len(v) for k, v in parts.items()}
-        return phase(latencies, time.perf_counter() - t0, mean_phases=means)
+        wall = time.perf_counter() - t0
+        return phase(
+            latencies, wall, mean_phases=means, cpu_ms_per_job=_per_job(cpu, self.cpu(), n)
+        )
 
     def _check(self, seen: list[Seen], expect_stdout: str) -> None:
         for one in seen:
@@ -144,6 +168,7 @@ class Bench:
         latency per job, wall-time throughput, the worker's own phase means."""
         before = await worker.histograms()
         jobs = [(id_ := str(uuid.uuid4()), job_value(id_, script)) for _ in range(n)]
+        cpu = self.cpu(worker)
         t0 = time.perf_counter()
         with trio.fail_after(60 + 10 * n):
             if serial:
@@ -153,6 +178,7 @@ class Bench:
             else:
                 seen = await self.topics.run(self.kafka, self.pending(sandbox), jobs)
         wall = max(s.finished_at or 0 for s in seen) - t0
+        cpu_per_job = _per_job(cpu, self.cpu(worker), n)
         after = await worker.histograms()
         self._check(seen, "hi\n" if sandbox is self.shell else "Hello from script\n")
         to_running = [
@@ -163,6 +189,7 @@ class Bench:
             wall,
             pending_to_running_ms=latency_summary(to_running)["mean_ms"],
             worker_phases_ms=_phase_means(before, after),
+            cpu_ms_per_job=cpu_per_job,
         )
 
     # -- the bench ---------------------------------------------------------------------------
@@ -274,6 +301,10 @@ class Bench:
         }
 
 
+def _per_job(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
+    return {name: 1000 * (after[name] - before[name]) / n for name in before}
+
+
 def _phase_means(
     before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
 ) -> dict[str, float]:
@@ -325,7 +356,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "params": {
             k: getattr(args, k)
-            for k in ("preset", "jobs", "capacity", "repetitions", "serial", "csharp", "flood_cap")
+            for k in (
+                "preset",
+                "jobs",
+                "capacity",
+                "repetitions",
+                "serial",
+                "csharp",
+                "flood_cap",
+                "worker_command",
+            )
         },
         "worker_log": str(log_path),
     }
@@ -362,7 +402,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 async def _with_workers(bench: Bench, settings: Settings, log: Any) -> dict[str, Any]:
     args, result = bench.args, {}
     say(f"starting the worker (capacity {args.capacity}, log {log.name})")
-    async with run_worker(settings, log) as worker:
+    async with run_worker(settings, log, args.worker_command) as worker:
         say(f"worker ready after {worker.started_s:.1f} s")
         idle = worker.rss_kib() / 1024
         result["shell"] = await bench.shell_rounds(worker)
@@ -387,7 +427,7 @@ async def _with_workers(bench: Bench, settings: Settings, log: Any) -> dict[str,
             metrics_port=free_port(),
         )
         say(f"memory: the 1 GB job again on a worker with a {args.flood_cap // MiB} MiB cap")
-        async with run_worker(changed, log) as flooder:
+        async with run_worker(changed, log, args.worker_command) as flooder:
             await bench.e2e_jobs(flooder, bench.shell, ECHO, 1, serial=True)  # joins the group
             result["worker"]["flood_worker_idle_rss_mib"] = flooder.rss_kib() / 1024
             result["flood"].append(await bench.flood(flooder))
@@ -438,7 +478,7 @@ def tables(result: dict[str, Any]) -> tuple[str, list[tuple[str, list[list[str]]
             memory_row(f"worker peak, job printing 1 GB (cap {cap_text})", flood["peak_rss_mib"])
         )
     sections.append(("memory (worker RSS)", memory))
-    notes = [_where_time_goes(sh), _rounds_note(sh)]
+    notes = [_where_time_goes(sh), _cpu_note(sh), _rounds_note(sh)]
     if cs:
         notes.append(
             f"C#: worker/raw p50 {cs['e2e_over_raw_p50']:.2f}x, "
@@ -467,6 +507,20 @@ def _where_time_goes(shell: dict[str, Any]) -> str:
     raw_text = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in raw.items())
     worker_text = ", ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in worker.items())
     return f"mean ms one at a time — raw: {raw_text}; worker (its /metrics): {worker_text}"
+
+
+def _cpu_note(shell: dict[str, Any]) -> str:
+    def mean_of(key: str) -> str:
+        per_round = [r[key]["cpu_ms_per_job"] for r in shell["rounds"]]
+        names = [n for n in ("worker", "bench", "dockerd", "containerd") if n in per_round[0]]
+        if key.startswith("e2e"):
+            names.remove("bench")  # the bench's Kafka reader, not a cost of the worker
+        return ", ".join(
+            f"{'raw client' if n == 'bench' else n} {statistics.fmean(p[n] for p in per_round):.0f}"
+            for n in names
+        )
+
+    return f"CPU ms per job at capacity — raw: {mean_of('raw_load')}; worker: {mean_of('e2e_load')}"
 
 
 def _rounds_note(shell: dict[str, Any]) -> str:
@@ -519,6 +573,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_size,
         default=64 * MiB,
         help="output cap of the second 1 GB flood run (default 64m; 0 skips it)",
+    )
+    parser.add_argument(
+        "--worker-command",
+        type=shlex.split,
+        help="command that starts the worker, to compare builds (default: python -m dsw worker)",
     )
     parser.add_argument("--out", default=str(ROOT / ".local" / "bench"), help="JSON folder")
     args = parser.parse_args(argv)

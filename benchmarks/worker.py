@@ -116,6 +116,31 @@ def job_value(job_id: str, script: str, **config: Any) -> bytes:
     return json.dumps(body).encode()
 
 
+def pids_named(*names: str) -> list[int]:
+    """Processes named one of `names` (dockerd, containerd), where /proc shows them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in names:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def cpu_s(pids: list[int]) -> float:
+    """User plus system CPU seconds used so far by `pids` (those still alive)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
@@ -218,12 +243,15 @@ async def _ready(port: int, process: trio.Process, timeout_s: float) -> None:
 
 
 @asynccontextmanager
-async def run_worker(settings: Settings, log: BinaryIO) -> AsyncIterator[WorkerProcess]:
-    """A `dsw worker` subprocess logging to `log`, ready; drained with SIGTERM at exit."""
+async def run_worker(
+    settings: Settings, log: BinaryIO, command: list[str] | None = None
+) -> AsyncIterator[WorkerProcess]:
+    """A `dsw worker` subprocess (or `command`) logging to `log`, ready; drained with SIGTERM at
+    exit."""
     async with trio.open_nursery() as nursery:
         start = functools.partial(
             trio.run_process,
-            [sys.executable, "-m", "dsw", "worker"],
+            command or [sys.executable, "-m", "dsw", "worker"],
             env=worker_environment(settings),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -141,12 +141,12 @@ async def _run_command(settings: Settings, args: argparse.Namespace) -> int:
         limits=JobLimits(timeout_s=timeout_s, memory_bytes=settings.memory_bytes),
     )
     outcome: ScriptOutcome | None = None
-    async with open_docker(settings) as docker:
-        await preflight(docker, settings, sandbox)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+        async with open_docker(settings) as docker:
+            await preflight(docker, settings, sandbox)
             outcome = await run_script(docker, settings, request)
-            nursery.cancel_scope.cancel(reason="done")
+        nursery.cancel_scope.cancel(reason="done")
     if outcome is None:
         print("dsw run: interrupted; the container was removed", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,0 +1,84 @@
+"""`dsw run`: one script, no Kafka; exit codes, --json, and Ctrl-C removing the container."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from dsw.config import Settings
+from dsw.docker import DockerClient
+from tests.conftest import TEST_SCRIPTS, containers_of
+from tests.workers import environment
+
+
+async def dsw_run(
+    settings: Settings, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "dsw", "run", *args],
+        env=environment(settings),
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+
+
+async def test_exit_codes_and_outputs(
+    docker: DockerClient, settings: Settings, tmp_path: Path
+) -> None:
+    hello = await dsw_run(
+        settings, str(TEST_SCRIPTS / "hello-world.csx"), "--sandbox", "linux-amd64-mono"
+    )
+    assert (hello.returncode, hello.stdout) == (0, b"Hello from script\n")
+    failing = await dsw_run(settings, str(TEST_SCRIPTS / "exit-3.sh"))
+    assert failing.returncode == 1
+    assert b"FAILED (exit code 3)" in failing.stderr
+    slow = await dsw_run(settings, str(TEST_SCRIPTS / "wait-6min.sh"), "--timeout", "1")
+    assert slow.returncode == 124
+    usage = await dsw_run(settings, str(tmp_path / "missing.sh"))
+    assert usage.returncode == 2
+
+
+async def test_stdin_and_json(docker: DockerClient, settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("line one\n")
+    result = await dsw_run(
+        settings, str(TEST_SCRIPTS / "read-stdin.sh"), "--stdin", str(tmp_path / "in.txt"), "--json"
+    )
+    assert result.returncode == 0
+    finished = json.loads(result.stdout)
+    assert finished["status"] == "ACCEPTED"
+    assert "line one" in finished["scriptResults"]["stdout"]
+    assert finished["scriptResults"]["exitCode"] == 0
+
+
+async def test_ctrl_c_removes_the_container(docker: DockerClient, settings: Settings) -> None:
+    async with trio.open_nursery() as nursery:
+        command = [sys.executable, "-m", "dsw", "run", "-", "--sandbox", "linux-amd64-shell"]
+        start = functools.partial(
+            trio.run_process,
+            command,
+            env=environment(settings),
+            stdin=b"echo hi; sleep 300\n",
+            capture_stderr=True,
+            check=False,
+        )
+        process = await nursery.start(start)
+        with trio.fail_after(30):
+            while True:
+                names = [
+                    n for c in await containers_of(docker, settings.worker_id) for n in c["Names"]
+                ]
+                if any(n.startswith("/sandbox-job-") for n in names):
+                    break
+                await trio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await process.wait() == 130
+    assert await containers_of(docker, settings.worker_id) == []

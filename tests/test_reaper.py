@@ -1,0 +1,76 @@
+"""The reaper removes orphans of this project and nothing else."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import uuid
+
+from dsw.config import Settings
+from dsw.container_spec import (
+    HOST_LABEL,
+    JOB_LABEL,
+    PID_LABEL,
+    PROJECT_LABEL,
+    TYPE_LABEL,
+    WORKER_LABEL,
+)
+from dsw.docker import DockerClient
+from dsw.reaper import reap
+
+IMAGE = "dsw-sandbox:linux-amd64-shell"
+
+
+async def create(docker: DockerClient, name: str, labels: dict[str, str]) -> str:
+    config = {"Image": IMAGE, "Entrypoint": ["sleep"], "Cmd": ["60"], "Labels": labels}
+    container, _ = await docker.container_create(name, config)
+    return container
+
+
+def dsw_labels(worker: str, pid: int, host: str = "", job: str = "") -> dict[str, str]:
+    return {
+        PROJECT_LABEL: "dsw",
+        JOB_LABEL: job or str(uuid.uuid4()),
+        WORKER_LABEL: worker,
+        HOST_LABEL: host or socket.gethostname(),
+        PID_LABEL: str(pid),
+        TYPE_LABEL: "linux-amd64-shell",
+    }
+
+
+async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Settings) -> None:
+    dead_pid = _dead_pid()
+    tag = uuid.uuid4().hex[:8]
+    gone = await create(
+        docker, f"dsw-reap-gone-{tag}", dsw_labels(settings.worker_id + "-gone", dead_pid)
+    )
+    unlabelled = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
+    alive = await create(
+        docker, f"dsw-reap-alive-{tag}", dsw_labels(settings.worker_id + "-alive", os.getppid())
+    )
+    elsewhere = await create(
+        docker,
+        f"dsw-reap-elsewhere-{tag}",
+        dsw_labels(settings.worker_id + "-far", dead_pid, host="another-host"),
+    )
+    mine_running = await create(
+        docker, f"dsw-reap-mine-{tag}", dsw_labels(settings.worker_id, os.getpid(), job="busy")
+    )
+    stranger = await create(docker, f"not-ours-{tag}", {})
+    try:
+        removed = await reap(docker, settings, active_jobs={"busy"})
+        left = {c["Id"] for c in await docker.containers_list()}
+        assert gone not in left
+        assert unlabelled not in left
+        assert {alive, elsewhere, mine_running, stranger} <= left
+        assert removed >= 2
+    finally:
+        for container in (alive, elsewhere, mine_running, stranger):
+            await docker.container_remove(container)
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
