@@ -77,13 +77,15 @@ USER root
 # docker.io: dockerd, containerd, runc, the docker CLI (image load and build in the entrypoint);
 # iptables: the inner daemon's bridge network; fuse-overlayfs: the storage driver where
 # /var/lib/docker is not a volume (overlay2 cannot sit on the container's overlay root).
-# ctr and containerd-stress are containerd's own debugging tools: not needed.
+# Not needed: ctr and containerd-stress (containerd's debugging tools), the v1 shims (dockerd
+# 20.10 runs containers through containerd-shim-runc-v2).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         docker.io iptables fuse-overlayfs \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \
         /usr/share/doc/* /usr/share/man/* /usr/bin/ctr /usr/bin/containerd-stress \
+        /usr/bin/containerd-shim /usr/bin/containerd-shim-runc-v1 \
  && usermod -a -G docker dsw \
  && mkdir -p /var/lib/dsw/images
 COPY docker/dind-entrypoint.sh /opt/dsw/dind-entrypoint.sh

@@ -31,10 +31,33 @@ class _Json(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _OncePerInterval(logging.Filter):
+    """aiokafka logs the same error every retry (10 a second while a broker is away): let each
+    distinct message through once per interval."""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        key = f"{record.name}:{record.msg}"
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval_s) < self.interval_s:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
 def setup_logging(log_format: str = "keyvalue", level: str = "INFO") -> None:
     """Log to stderr in `log_format`; aiokafka's chatter is kept at WARNING."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Json() if log_format == "json" else _KeyValue())
+    handler.addFilter(_OncePerInterval())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,4 +1,4 @@
-"""The worker when Docker goes away: it stops taking jobs, says so, and loses nothing."""
+"""The worker when Docker or Kafka goes away: it stops taking jobs, says so, and loses nothing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import trio
 
 from dsw.config import Settings
 from dsw.docker import DockerClient
-from dsw.kafka import Kafka
+from dsw.kafka import Kafka, committed_positions, open_kafka
+from tests.brokers import private_broker
 from tests.conftest import containers_of
 from tests.proxies import CuttableDocker
 from tests.test_status import wait_ready
@@ -60,3 +61,40 @@ async def test_docker_outage_pauses_then_resumes_without_losing_or_blaming_jobs(
     assert finished[later_id]["scriptResults"]["stdout"] == "later\n"
     assert "Docker is unreachable" in worker.output
     assert await containers_of(docker, ws.worker_id) == []
+
+
+async def test_kafka_outage_loses_no_result(
+    docker: DockerClient, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    async with private_broker(tmp_path) as broker:
+        ws = worker_settings(
+            settings, topic_prefix, kafka_broker_url=broker.bootstrap, kafka_timeout_s=5
+        )
+        pending = f"{topic_prefix}pending-{SHELL}"
+        async with (
+            open_kafka(ws) as kafka,
+            run_worker(ws) as worker,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.settings.metrics_port}") as http,
+        ):
+            await wait_ready(http)
+            job_id, body = job("echo begun; sleep 3; echo survived\n")
+            await kafka.publish(pending, job_id, body)
+            await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+            await broker.stop()  # Kafka goes away while the job runs
+            await trio.sleep(4)  # the job ends meanwhile; its result must wait, not vanish
+            with trio.fail_after(30):
+                while True:
+                    if "Kafka unreachable" in (await http.get("/readyz")).text:
+                        break
+                    await trio.sleep(0.2)
+            await broker.start()
+            records = await read_until(kafka, [ws.finished_topic], lambda rs: len(rs) >= 1)
+            await wait_ready(http)
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait(timeout_s=60) == 0
+        finished = by_topic(records, ws.finished_topic)
+        assert finished[0]["jobId"] == job_id
+        assert finished[0]["scriptResults"]["stdout"] == "begun\nsurvived\n"
+        group = ws.consumer_group_prefix + SHELL
+        assert sum((await committed_positions(broker.bootstrap, group)).values()) == 1
+        assert await containers_of(docker, ws.worker_id) == []
