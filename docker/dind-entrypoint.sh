@@ -98,14 +98,22 @@ stop_dockerd() {
 
 # ---- 1. privileges and cgroups --------------------------------------------------------------------
 capabilities=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
-if (( (0x$capabilities >> 21 & 1) == 0 )) || [ ! -w /sys/fs/cgroup ]; then
-    die "no CAP_SYS_ADMIN or a read-only /sys/fs/cgroup: Docker-in-Docker needs \`docker run --privileged\`"
+if (( (0x$capabilities >> 21 & 1) == 0 )); then
+    die "no CAP_SYS_ADMIN: Docker-in-Docker needs \`docker run --privileged\` (see the README)"
 fi
+# --privileged mounts the cgroup hierarchies writable. Without it (where the host cannot grant every
+# capability, the README's alternative flags) they come read-only: remount this container's view
+# read-write; `bind` changes only this mount, never the hierarchy's superblock.
+while read -r target; do
+    mount -o remount,bind,rw "$target" \
+        || die "cannot make $target writable: run with --privileged, or with the README's" \
+            "--cap-add=ALL --security-opt seccomp=unconfined --security-opt systempaths=unconfined"
+done < <(awk '$5 ~ "^/sys/fs/cgroup" && $6 ~ "^ro" && / - cgroup2? / { print $5 }' /proc/self/mountinfo)
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     cgroup_version=2
     if [ "$(cat /proc/self/cgroup)" = "0::/" ]; then
-        # A process may not sit in a cgroup whose controllers are delegated to children: move every
-        # process of the namespace's root into /init, then enable all controllers for children.
+        # A cgroup with processes cannot delegate controllers to children: move every process of
+        # the namespace's root cgroup into /init, then enable all controllers for the children.
         mkdir -p /sys/fs/cgroup/init
         xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || :
         sed -e 's/ / +/g' -e 's/^/+/' < /sys/fs/cgroup/cgroup.controllers \

@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from dsw.config import load_settings
+from dsw.container_spec import unenforced
 from dsw.jobs import Accepted, DeadLetter, Rejected, parse
 from dsw.kafka import Record
 from dsw.messages import Finished, Running, ScriptResults, Status, decode_job, encode, fit
@@ -131,3 +132,13 @@ def test_finished_is_trimmed_to_fit_after_json_escaping(character: str) -> None:
     assert decoded["scriptResults"]["stderr"] == "e" * 10
     assert decoded["scriptResults"]["stderrTruncated"] is False
     assert set(decoded["scriptResults"]["stdout"]) == {character}
+
+
+def test_only_blkio_warnings_are_tolerated() -> None:
+    blkio = (
+        "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+        "Weight discarded."
+    )
+    swap = "Your kernel does not support swap limit capabilities or the cgroup is not mounted."
+    assert unenforced([blkio]) == []
+    assert unenforced([blkio, swap]) == [swap]

@@ -313,3 +313,23 @@ async def test_job_longer_than_max_poll_interval(
     assert len(by_topic(records, ws.running_topic)) == 2
     assert len(by_topic(records, ws.finished_topic)) == 2
     assert worker.output.count("partitions assigned") == 2  # one per type: no rebalance
+
+
+async def test_finished_shrinks_to_what_the_broker_accepts(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    # The worker believes 3 MiB messages pass; the broker takes about 1 MiB.
+    ws = worker_settings(
+        settings, topic_prefix, max_message_bytes=3 << 20, output_limit_bytes=3 << 20
+    )
+    job_id, body = job("head -c 2000000 /dev/zero | tr '\\0' x\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 1))
+        await stop(worker)
+    results = finished_of(records, ws)[job_id]["scriptResults"]
+    assert results["finishedWith"] == "SUCCEEDED"
+    assert results["stdoutTruncated"] is True
+    assert 100_000 < len(results["stdout"]) < 1_048_576
+    assert set(results["stdout"]) == {"x"}
+    assert "broker refused finished" in worker.output
