@@ -19,12 +19,13 @@ import signal
 import trio
 
 from dsw import metrics
+from dsw.backoff import Backoff
 from dsw.config import Settings
 from dsw.docker import DockerClient, open_docker
 from dsw.docker_health import DockerHealth
 from dsw.errors import DockerUnavailable
 from dsw.jobs import Accepted, DeadLetter, JobContext, Rejected, dead_letter, parse, reject, run_job
-from dsw.kafka import Backoff, Consumer, Kafka, Record, open_kafka
+from dsw.kafka import Consumer, Kafka, Record, open_kafka
 from dsw.offsets import OffsetTracker
 from dsw.preflight import preflight
 from dsw.reaper import reap
@@ -75,9 +76,7 @@ async def serve_worker(settings: Settings) -> int:
         root.start_soon(serve_signals, drain, root.cancel_scope)
         if settings.metrics_port:
             await root.start(serve_status, settings, status)
-        docker_backoff = Backoff(
-            settings.kafka_reconnect_backoff_s, settings.kafka_reconnect_backoff_max_s
-        )
+        docker_backoff = Backoff.of(settings)
         while True:
             try:
                 async with open_docker(settings) as docker:
@@ -124,10 +123,7 @@ async def _serve_with_docker(
             for sandbox in sandboxes.values()
         ]
         services.start_soon(serve_reaper, docker, settings, contexts)
-        backoff = Backoff(
-            settings.kafka_reconnect_backoff_s, settings.kafka_reconnect_backoff_max_s
-        )
-        services.start_soon(health.serve_monitor, docker, backoff)
+        services.start_soon(health.serve_monitor, docker, Backoff.of(settings))
         status.kafka = kafka
         async with trio.open_nursery() as types:
             for ctx in contexts:

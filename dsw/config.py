@@ -62,8 +62,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         PositiveInt, _doc("largest message the broker accepts; `finished` is trimmed to fit")
     ] = 1000 * KiB
     kafka_timeout_s: Annotated[Seconds, _doc("Kafka request timeout")] = 30.0
-    kafka_reconnect_backoff_s: Annotated[Seconds, _doc("first reconnect delay")] = 0.1
-    kafka_reconnect_backoff_max_s: Annotated[Seconds, _doc("longest reconnect delay")] = 10.0
+    reconnect_backoff_s: Annotated[
+        Seconds, _doc("first delay before reconnecting (Kafka, Docker)")
+    ] = 0.1
+    reconnect_backoff_max_s: Annotated[Seconds, _doc("longest reconnect delay")] = 10.0
     kafka_max_poll_interval_ms: Annotated[
         PositiveInt, _doc("consumer max.poll.interval.ms (polling goes on while jobs run)")
     ] = 300_000

@@ -11,9 +11,9 @@ import logging
 
 import trio
 
+from dsw.backoff import Backoff
 from dsw.docker.client import DockerClient
 from dsw.errors import DockerError
-from dsw.kafka import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from dsw import metrics
+from dsw.backoff import Backoff
 from dsw.config import Settings
 from dsw.errors import KafkaUnavailable, MessageTooLarge
 from dsw.offsets import OffsetTracker, Partition
@@ -38,21 +39,6 @@ class Record(msgspec.Struct, frozen=True):
     value: bytes | None
     timestamp_ms: int
     headers: tuple[tuple[str, bytes], ...] = ()
-
-
-class Backoff:
-    """Delays growing from `first_s` to `max_s`; reset after a success."""
-
-    def __init__(self, first_s: float, max_s: float) -> None:
-        self.first_s, self.max_s = first_s, max_s
-        self.next_s = first_s
-
-    async def sleep(self) -> None:
-        await trio.sleep(self.next_s)
-        self.next_s = min(self.next_s * 2, self.max_s)
-
-    def reset(self) -> None:
-        self.next_s = self.first_s
 
 
 def _aio(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -74,11 +60,6 @@ class Kafka:
         retry = f" retry_in_s={retry_in_s}" if retry_in_s is not None else ""
         log.warning("Kafka %s failed%s error=%r", what, retry, exc)
 
-    def _backoff(self) -> Backoff:
-        return Backoff(
-            self.settings.kafka_reconnect_backoff_s, self.settings.kafka_reconnect_backoff_max_s
-        )
-
     async def publish(
         self,
         topic: str,
@@ -92,7 +73,7 @@ class Kafka:
         the retries (the caller then must not commit the job's offset).
         """
         key_bytes = key.encode() if isinstance(key, str) else key
-        backoff = self._backoff()
+        backoff = Backoff.of(self.settings)
         while True:
             try:
                 await _aio(self._producer.send_and_wait)(
@@ -129,12 +110,12 @@ class Kafka:
             session_timeout_ms=settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 10, 100),
             request_timeout_ms=int(settings.kafka_timeout_s * 1000),
-            retry_backoff_ms=int(settings.kafka_reconnect_backoff_s * 1000),
+            retry_backoff_ms=int(settings.reconnect_backoff_s * 1000),
             max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
         )
         wrapper = Consumer(self, consumer, tracker)
         consumer.subscribe([topic], listener=_Listener(wrapper))
-        backoff = self._backoff()
+        backoff = Backoff.of(self.settings)
         while True:
             try:
                 await _aio(consumer.start)()
@@ -293,12 +274,12 @@ async def open_kafka(settings: Settings) -> AsyncIterator[Kafka]:
             acks="all",
             enable_idempotence=True,
             request_timeout_ms=int(settings.kafka_timeout_s * 1000),
-            retry_backoff_ms=int(settings.kafka_reconnect_backoff_s * 1000),
+            retry_backoff_ms=int(settings.reconnect_backoff_s * 1000),
             max_request_size=settings.max_message_bytes + 64 * 1024,
             linger_ms=0,
         )
         kafka = Kafka(settings, producer)
-        backoff = kafka._backoff()
+        backoff = Backoff.of(settings)
         while True:
             try:
                 await _aio(producer.start)()

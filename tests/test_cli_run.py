@@ -14,20 +14,13 @@ import trio
 from dsw.config import Settings
 from dsw.docker import DockerClient
 from tests.conftest import TEST_SCRIPTS, containers_of
-from tests.workers import environment
+from tests.workers import environment, run_dsw
 
 
 async def dsw_run(
     settings: Settings, *args: str, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(
-        [sys.executable, "-m", "dsw", "run", *args],
-        env=environment(settings),
-        stdin=stdin,
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
+    return await run_dsw(settings, "run", *args, stdin=stdin)
 
 
 async def test_exit_codes_and_outputs(

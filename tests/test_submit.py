@@ -4,33 +4,24 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import trio
 
 from dsw.config import Settings
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka
 from tests.conftest import TEST_SCRIPTS
-from tests.workers import environment, run_worker, worker_settings
+from tests.workers import run_dsw, run_worker, worker_settings
 
 SHELL = "linux-amd64-shell"
 
 
 async def dsw_submit(
-    ws: Settings, *args: str, stdin: bytes = b""
+    settings: Settings, *args: str, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(
-        [sys.executable, "-m", "dsw", "submit", *args],
-        env=environment(ws),
-        stdin=stdin,
-        capture_stdout=True,
-        capture_stderr=True,
-        check=False,
-    )
+    return await run_dsw(settings, "submit", *args, stdin=stdin)
 
 
 @pytest.fixture

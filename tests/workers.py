@@ -59,6 +59,20 @@ def environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+async def run_dsw(
+    settings: Settings, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    """`dsw ARGS...` as a subprocess with `settings` in its environment."""
+    return await trio.run_process(
+        [sys.executable, "-m", "dsw", *args],
+        env=environment(settings),
+        stdin=stdin,
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+
+
 def job(script: str, job_id: str | None = None, **config: Any) -> tuple[str, bytes]:
     job_id = job_id or str(uuid.uuid4())
     body: dict[str, Any] = {"jobId": job_id, "script": script}
