@@ -220,7 +220,17 @@ def _dispatch(
 ) -> bool:
     """Start the record's task; False if it needs a slot and none is free."""
     partition = (record.topic, record.partition)
-    parsed = parse(record, ctx.settings, ctx.sandbox)
+    try:
+        parsed: DeadLetter | Rejected | Accepted = parse(record, ctx.settings, ctx.sandbox)
+    except Exception as exc:
+        # A record that trips a bug of ours must not stop the partition: keep it aside.
+        log.exception(
+            "cannot read record topic=%s partition=%s offset=%s",
+            record.topic,
+            record.partition,
+            record.offset,
+        )
+        parsed = DeadLetter(f"internal error reading the record: {exc!r}", "internal_error")
     if isinstance(parsed, Accepted) and parsed.job_id in ctx.in_flight:
         log.info(
             "job already in flight job=%s topic=%s partition=%s offset=%s",
