@@ -36,6 +36,11 @@ if ! command -v dockerd >/dev/null; then
     docker.io iptables ca-certificates >/dev/null
 fi
 mkdir -p "$log_dir"
+# A dockerd killed without cleaning up leaves its pid file, and a new one refuses to start.
+if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+  say "removing the stale /var/run/docker.pid"
+  rm -f /var/run/docker.pid
+fi
 say "starting dockerd in the background (log: $log_dir/dockerd.log)"
 # setsid: dockerd must outlive the shell that provisions it.
 setsid nohup dockerd >"$log_dir/dockerd.log" 2>&1 < /dev/null &
