@@ -333,3 +333,19 @@ async def test_finished_shrinks_to_what_the_broker_accepts(
     assert 100_000 < len(results["stdout"]) < 1_048_576
     assert set(results["stdout"]) == {"x"}
     assert "broker refused finished" in worker.output
+
+
+async def test_json_log_lines_carry_the_job_id(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, log_format="json")
+    job_id, body = job("echo logged\n")
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        await read_until(kafka, [ws.finished_topic], count_finished(ws, 1))
+        await stop(worker)
+    lines = [json.loads(line) for line in worker.output.splitlines() if line.strip()]
+    assert {"ts", "level", "logger", "msg"} <= set(lines[0])
+    job_lines = [line["msg"] for line in lines if line["logger"] == "dsw.jobs"]
+    assert len(job_lines) == 2  # running, finished
+    assert all(f"job={job_id}" in msg for msg in job_lines)
