@@ -349,3 +349,25 @@ async def test_json_log_lines_carry_the_job_id(
     job_lines = [line["msg"] for line in lines if line["logger"] == "dsw.jobs"]
     assert len(job_lines) == 2  # running, finished
     assert all(f"job={job_id}" in msg for msg in job_lines)
+
+
+async def test_rebalance_while_jobs_run_loses_nothing(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, kafka_session_timeout_ms=6000)
+    jobs = [job(f"sleep 5; echo {n}\n") for n in range(4)]
+    async with run_worker(ws, "-a") as first:
+        for job_id, body in jobs:
+            await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+        await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 4)
+        async with run_worker(ws, "-b") as second:  # the group rebalances while all four run
+            records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 4))
+            await trio.sleep(6)  # anything the newcomer took over ends too
+            await stop(second)
+        await stop(first)
+    finished = finished_of(records, ws)
+    assert set(finished) == {job_id for job_id, _ in jobs}
+    for job_id, _ in jobs:
+        assert first.output.count(f"running job={job_id}") == 1  # never twice on one worker
+        assert second.output.count(f"running job={job_id}") <= 1
+    assert "partitions assigned" in second.output
