@@ -61,12 +61,17 @@ script PATH *ARGS:
 test *ARGS: provision sandboxes
     {{venv}}/pytest {{ARGS}}
 
+# Measure the worker against the raw Docker Engine floor (`just bench --help`; results in .local/bench/)
+[group('check')]
+bench *ARGS: provision sandboxes
+    {{venv}}/python -m benchmarks.bench {{ARGS}}
+
 # ruff, mypy (strict on dsw/) and flake8-async
 [group('check')]
 lint: provision
-    {{venv}}/ruff check dsw tests scripts
-    {{venv}}/ruff format --check dsw tests scripts
+    {{venv}}/ruff check dsw tests scripts benchmarks
+    {{venv}}/ruff format --check dsw tests scripts benchmarks
     {{venv}}/mypy
     # ASYNC127 would swap httpx for a fork (the design fixes httpx); ASYNC9xx are opt-in.
     {{venv}}/flake8-async --disable ASYNC127,ASYNC9 --startable-in-context-manager serve_status \
-        $(git ls-files -co --exclude-standard 'dsw/*.py' 'dsw/**/*.py' 'tests/*.py')
+        $(git ls-files -co --exclude-standard 'dsw/*.py' 'dsw/**/*.py' 'tests/*.py' 'benchmarks/*.py')

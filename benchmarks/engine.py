@@ -3,8 +3,10 @@
 `RawEngine` is a deliberately small Engine API client (httpx over the Unix socket, six calls). It
 creates containers with exactly the body the worker sends (`dsw.container_spec.container_config`
 with the worker's settings, so the hardening and limits are identical), uploads the script into
-/tmp/script as the worker does, then start → wait → logs → remove (force, with volumes). It does
-not follow logs, sample stats or inspect, as the worker does: those are part of the worker's cost.
+/tmp/script as the worker does, then attach → start → wait → read the output → remove (force, with
+volumes). Containers have no log driver (the worker's settings), so output comes through the attach
+made before start, as for the worker and `docker run`. It does not sample stats or inspect, as the
+worker does: those are part of the worker's cost.
 
 `cli_run` is the `docker run --rm` of the same image with the same settings as CLI flags (the
 script comes in through a read-only bind mount, as in the original worker).
@@ -40,9 +42,10 @@ class RawResult:
 
     total_s: float
     create_s: float  # create + archive upload
+    attach_s: float
     start_s: float
     wait_s: float
-    logs_s: float
+    output_s: float  # the rest of the attach stream, after the exit
     remove_s: float
     exit_code: int
     stdout: bytes
@@ -59,7 +62,7 @@ def _tar(name: str, text: str) -> bytes:
 
 
 def _stdout_of(stream: bytes) -> bytes:
-    """The stdout frames of a multiplexed (non-TTY) log body."""
+    """The stdout frames of a multiplexed (non-TTY) output stream."""
     out, view = bytearray(), memoryview(stream)
     while len(view) >= _HEADER.size:
         kind, size = _HEADER.unpack(view[: _HEADER.size])
@@ -70,12 +73,15 @@ def _stdout_of(stream: bytes) -> bytes:
 
 
 class RawEngine:
-    """create → upload → start → wait → logs → remove, nothing else."""
+    """create → upload → attach → start → wait → output → remove, nothing else."""
 
     def __init__(self, socket_path: str, settings: Settings) -> None:
         transport = httpx.AsyncHTTPTransport(uds=socket_path)
         self._http = httpx.AsyncClient(
-            base_url="http://docker/v1.40", transport=transport, timeout=httpx.Timeout(120)
+            # Unversioned paths: the daemon's own API version, which the worker negotiates too.
+            base_url="http://docker",
+            transport=transport,
+            timeout=httpx.Timeout(120),
         )
         self.settings = settings
 
@@ -105,14 +111,24 @@ class RawEngine:
                 headers={"Content-Type": "application/x-tar"},
             )
             t1 = time.perf_counter()
-            await self._call("POST", f"/containers/{cid}/start")
-            t2 = time.perf_counter()
-            waited = await self._call("POST", f"/containers/{cid}/wait")
-            t3 = time.perf_counter()
-            logs = await self._call(
-                "GET", f"/containers/{cid}/logs", params={"stdout": 1, "stderr": 1}
+            attach = await self._http.send(
+                self._http.build_request(
+                    "POST",
+                    f"/containers/{cid}/attach",
+                    params={"stream": 1, "stdout": 1, "stderr": 1},
+                ),
+                stream=True,
             )
-            t4 = time.perf_counter()
+            try:
+                t1a = time.perf_counter()
+                await self._call("POST", f"/containers/{cid}/start")
+                t2 = time.perf_counter()
+                waited = await self._call("POST", f"/containers/{cid}/wait")
+                t3 = time.perf_counter()
+                output = await attach.aread()
+                t4 = time.perf_counter()
+            finally:
+                await attach.aclose()
         finally:
             with trio.CancelScope(shield=True):
                 await self._call(
@@ -122,12 +138,13 @@ class RawEngine:
         return RawResult(
             total_s=t5 - t0,
             create_s=t1 - t0,
-            start_s=t2 - t1,
+            attach_s=t1a - t1,
+            start_s=t2 - t1a,
             wait_s=t3 - t2,
-            logs_s=t4 - t3,
+            output_s=t4 - t3,
             remove_s=t5 - t4,
             exit_code=int(waited.json()["StatusCode"]),
-            stdout=_stdout_of(logs.content),
+            stdout=_stdout_of(output),
         )
 
     async def machine(self, images: list[str]) -> dict[str, Any]:
@@ -162,10 +179,41 @@ class RawEngine:
         return len(ours)
 
 
+_LIMIT_FLAGS = {
+    "Memory": "--memory",
+    "MemorySwap": "--memory-swap",
+    "MemoryReservation": "--memory-reservation",
+    "CpuPeriod": "--cpu-period",
+    "CpuQuota": "--cpu-quota",
+    "CpuShares": "--cpu-shares",
+    "PidsLimit": "--pids-limit",
+    "BlkioWeight": "--blkio-weight",
+}
+# HostConfig keys cli_args turns into flags (Mounts: a bind mount replaces the volume; Privileged
+# false, RestartPolicy no: the CLI's defaults).
+_CLI_TRANSLATED = {
+    "NetworkMode",
+    "Mounts",
+    "Tmpfs",
+    "ReadonlyRootfs",
+    "CapDrop",
+    "SecurityOpt",
+    "Privileged",
+    "Init",
+    "IpcMode",
+    "RestartPolicy",
+    "LogConfig",
+    "Ulimits",
+    *_LIMIT_FLAGS,
+}
+
+
 def cli_args(settings: Settings, sandbox: SandboxType, script_dir: str) -> list[str]:
     """`docker run --rm` flags equivalent to the worker's create body (bind mount for the files)."""
     body = container_config(settings, sandbox, JobLimits.defaults(settings), str(uuid.uuid4()))
     host = body["HostConfig"]
+    if unknown := set(host) - _CLI_TRANSLATED:
+        raise RuntimeError(f"cli_args does not translate HostConfig {sorted(unknown)}; add them")
     args = ["docker", "run", "--rm", "--entrypoint", body["Entrypoint"][0]]
     args += ["--user", body["User"], "--workdir", body["WorkingDir"]]
     for variable in body["Env"]:
@@ -183,47 +231,11 @@ def cli_args(settings: Settings, sandbox: SandboxType, script_dir: str) -> list[
         args += ["--tmpfs", f"{path}:{options}"]
     for limit in host["Ulimits"]:
         args += ["--ulimit", f"{limit['Name']}={limit['Soft']}:{limit['Hard']}"]
-    flags = {
-        "Memory": "--memory",
-        "MemorySwap": "--memory-swap",
-        "MemoryReservation": "--memory-reservation",
-        "CpuPeriod": "--cpu-period",
-        "CpuQuota": "--cpu-quota",
-        "CpuShares": "--cpu-shares",
-        "PidsLimit": "--pids-limit",
-        "BlkioWeight": "--blkio-weight",
-    }
-    for key, flag in flags.items():
+    for key, flag in _LIMIT_FLAGS.items():
         if key in host:
             args += [flag, str(host[key])]
     args += ["--mount", f"type=bind,src={script_dir},dst={SCRIPT_DIR},readonly"]
     return [*args, body["Image"], *body["Cmd"]]
-
-
-def known_cli_keys() -> set[str]:
-    """HostConfig keys `cli_args` translates; the bench checks nothing else appears."""
-    return {
-        "NetworkMode",
-        "Mounts",
-        "Tmpfs",
-        "ReadonlyRootfs",
-        "CapDrop",
-        "SecurityOpt",
-        "Privileged",
-        "Init",
-        "IpcMode",
-        "RestartPolicy",
-        "LogConfig",
-        "Ulimits",
-        "Memory",
-        "MemorySwap",
-        "MemoryReservation",
-        "CpuPeriod",
-        "CpuQuota",
-        "CpuShares",
-        "PidsLimit",
-        "BlkioWeight",
-    }
 
 
 async def cli_run(settings: Settings, sandbox: SandboxType, script: str) -> tuple[float, bytes]:

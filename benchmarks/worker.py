@@ -86,7 +86,7 @@ class Topics:
         job_id = (record.key or b"").decode()
         seen = self.jobs.get(job_id)
         if seen is None:
-            return  # not one of ours (a warm-up before expect, or another run)
+            return  # not a job the bench is waiting for
         if record.topic in self.pending:
             seen.pending_ms = record.timestamp_ms
         elif record.topic == self.running:

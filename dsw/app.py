@@ -196,12 +196,17 @@ async def _poll(
         taking = not drain.stopping.is_set() and ctx.docker_health.healthy
         free = int(limiter.available_tokens) if taking else 0
         assigned = consumer.assignment()
+        metrics.partitions_paused.labels(sandbox=name).set(0 if free else len(assigned))
         if free:
             consumer.resume(assigned)
+            records = await consumer.take(max_records=free, timeout_s=POLL_S)
         else:
             consumer.pause(assigned)
-        metrics.partitions_paused.labels(sandbox=name).set(0 if free else len(assigned))
-        records = await consumer.take(max_records=max(free, 1), timeout_s=POLL_S)
+            with trio.move_on_after(POLL_S):
+                await ctx.slot_freed.wait()
+            ctx.slot_freed = trio.Event()
+            # Polling while paused keeps the group's membership (max.poll.interval.ms).
+            records = await consumer.take(max_records=1, timeout_s=0)
         held_back: set[tuple[str, int]] = set()
         for record in records:
             partition = (record.topic, record.partition)
@@ -272,6 +277,7 @@ async def _job_with_slot(
         await run_job(ctx, record, accepted)
     finally:
         limiter.release_on_behalf_of(token)
+        ctx.slot_freed.set()
 
 
 __all__ = ["Kafka", "serve_worker"]

@@ -2,9 +2,9 @@
 
 Defaults are the original worker's limits plus: no capabilities, no new privileges, the default
 seccomp profile, a read-only root with size-limited tmpfs for /tmp and HOME, a non-root user,
-an init process, bounded logs, ulimits, no network unless the type needs it, no host mounts and
-no worker environment. The job files live in an anonymous volume at /tmp/script, filled through
-the archive endpoint and removed with the container.
+an init process, no container log (output is read by attaching), ulimits, no network unless the
+type needs it, no host mounts and no worker environment. The job files live in an anonymous
+volume at /tmp/script, filled through the archive endpoint and removed with the container.
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ WORKER_LABEL = "dsw.worker"
 HOST_LABEL = "dsw.worker.host"
 PID_LABEL = "dsw.worker.pid"
 TYPE_LABEL = "dsw.sandbox"
-# json-file rotation must not outrun the output caps before the worker kills the container;
-# its files go with the container.
-LOG_MAX_SIZE = "16m"
 
 
 class JobLimits(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,10 +105,8 @@ def container_config(
             "Init": True,
             "IpcMode": "private",
             "RestartPolicy": {"Name": "no"},
-            "LogConfig": {
-                "Type": "json-file",
-                "Config": {"max-size": LOG_MAX_SIZE, "max-file": "2"},
-            },
+            # The worker reads output by attaching; the daemon keeps no log of it at all.
+            "LogConfig": {"Type": "none", "Config": {}},
             "Ulimits": [
                 {"Name": "nofile", "Soft": settings.nofile_limit, "Hard": settings.nofile_limit},
                 {

@@ -138,6 +138,8 @@ class JobContext:
     tracker: OffsetTracker
     # job id -> every (partition, offset) that carried it; finished together.
     in_flight: dict[str, list[tuple[Partition, int]]] = field(default_factory=dict)
+    # Set when a job gives its slot back, so the poll loop takes the next one at once.
+    slot_freed: trio.Event = field(default_factory=trio.Event)
 
 
 def _where(record: Record) -> str:

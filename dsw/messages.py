@@ -133,8 +133,18 @@ def fit(message: Finished, max_bytes: int) -> bytes:
 
     JSON escaping can take six bytes for one character, so the budget is counted in encoded bytes.
     """
-    data = encode(message)
     results = message.script_results
+    if results is not None and max(len(results.stdout), len(results.stderr)) > max_bytes:
+        # A character takes at least one byte: cut what cannot fit before encoding anything.
+        results = msgspec.structs.replace(
+            results,
+            stdout=results.stdout[:max_bytes],
+            stderr=results.stderr[:max_bytes],
+            stdout_truncated=results.stdout_truncated or len(results.stdout) > max_bytes,
+            stderr_truncated=results.stderr_truncated or len(results.stderr) > max_bytes,
+        )
+        message = msgspec.structs.replace(message, script_results=results)
+    data = encode(message)
     if len(data) <= max_bytes or results is None:
         return data
     empty = msgspec.structs.replace(results, stdout="", stderr="")

@@ -37,7 +37,7 @@ from dsw.sandbox_types import SandboxType
 log = logging.getLogger(__name__)
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-# After the container has exited its log stream ends by itself; this only bounds a stuck daemon.
+# After the container has exited its output stream ends by itself; this bounds a stuck daemon.
 LOG_DRAIN_S = 10.0
 
 
@@ -172,17 +172,17 @@ async def _start_and_wait(
     on_started: Callable[[], None] | None,
 ) -> ScriptOutcome:
     run = _Run(settings.output_limit_bytes)
-    with metrics.container_start.time():
-        await docker.container_start(container)
-    started = trio.current_time()
-    if on_started is not None:
-        on_started()
     # Errors are carried out of the nursery by hand, so callers see DockerError, not a group.
     error: DockerError | None = None
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_collect_output, docker, container, run)
-        nursery.start_soon(_sample_memory, docker, container, run)
         try:
+            await nursery.start(_collect_output, docker, container, run)
+            with metrics.container_start.time():
+                await docker.container_start(container)
+            started = trio.current_time()
+            if on_started is not None:
+                on_started()
+            nursery.start_soon(_sample_memory, docker, container, run)
             exit_code, timed_out = await _wait_for_exit(docker, settings, request, container)
             duration_s = trio.current_time() - started
             metrics.container_run.observe(duration_s)
@@ -233,20 +233,35 @@ async def _stop(docker: DockerClient, settings: Settings, container: str) -> int
     raise DockerUnavailable("POST /containers/stop", "the container did not stop")
 
 
-async def _collect_output(docker: DockerClient, container: str, run: _Run) -> None:
-    """Follow the log stream into the capped buffers; kill the container when a cap is passed."""
+async def _collect_output(
+    docker: DockerClient,
+    container: str,
+    run: _Run,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Attach (reporting when attached), then read the output into the capped buffers; kill the
+    container when a cap is passed. A failure to attach is raised; a later one is kept in `run`."""
     parser = FrameParser()
     outputs = {STDOUT: run.stdout, STDERR: run.stderr}
+    attached = False
     try:
-        async with docker.open_container_logs(container) as chunks:
+        async with docker.open_container_attach(container) as chunks:
+            task_status.started()
+            attached = True
             async for chunk in chunks:
                 for stream, piece in parser.feed(chunk):
                     output = outputs.get(stream)
                     if output is not None and not output.append(piece):
                         run.output_limit_exceeded = True
-                        await _kill(docker, container)
-                        return
+                if run.output_limit_exceeded:
+                    break
+        # Detached first: the daemon would block the kill on an attach nobody reads any more.
+        if run.output_limit_exceeded:
+            await _kill(docker, container)
     except DockerError as exc:
+        if not attached:
+            raise
         run.logs_error = exc
     finally:
         run.logs_done.set()

@@ -177,10 +177,11 @@ class DockerClient:
         return int(result["StatusCode"])
 
     @asynccontextmanager
-    async def open_container_logs(self, container: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The multiplexed stdout/stderr stream from the start, until the container ends."""
+    async def open_container_attach(self, container: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The multiplexed stdout/stderr stream, attached before start (as `docker run` does, so
+        nothing a short-lived container writes is missed); it ends when the container does."""
         async with self._stream(
-            "GET", f"/containers/{container}/logs", follow=1, stdout=1, stderr=1
+            "POST", f"/containers/{container}/attach", stream=1, stdout=1, stderr=1
         ) as response:
             yield response.aiter_raw()
 

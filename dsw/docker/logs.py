@@ -69,5 +69,4 @@ class CappedOutput:
     def text(self) -> str:
         """UTF-8 with invalid bytes as U+FFFD; a character cut by the cap is dropped, NULs kept."""
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        text = decoder.decode(bytes(self._data), final=not self.truncated)
-        return text
+        return decoder.decode(self._data, final=not self.truncated)
