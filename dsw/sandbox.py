@@ -155,9 +155,11 @@ async def remove_container(docker: DockerClient, container: str, job_id: str) ->
 class _Run:
     """What the tasks of one running container learn about it."""
 
-    def __init__(self, limit_bytes: int) -> None:
-        self.stdout = CappedOutput(limit_bytes)
-        self.stderr = CappedOutput(limit_bytes)
+    def __init__(self, settings: Settings) -> None:
+        # Past WORKER_MAX_MESSAGE_BYTES nothing could be published: counted, not kept.
+        keep = settings.max_message_bytes
+        self.stdout = CappedOutput(settings.output_limit_bytes, keep)
+        self.stderr = CappedOutput(settings.output_limit_bytes, keep)
         self.output_limit_exceeded = False
         self.peak_memory_bytes: int | None = None
         self.logs_done = trio.Event()
@@ -171,7 +173,7 @@ async def _start_and_wait(
     container: str,
     on_started: Callable[[], None] | None,
 ) -> ScriptOutcome:
-    run = _Run(settings.output_limit_bytes)
+    run = _Run(settings)
     # Errors are carried out of the nursery by hand, so callers see DockerError, not a group.
     error: DockerError | None = None
     async with trio.open_nursery() as nursery:

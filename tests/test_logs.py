@@ -49,3 +49,11 @@ def test_a_character_cut_by_the_cap_is_dropped() -> None:
     output = CappedOutput(4)
     output.append("abcé".encode())  # 5 bytes: the cap cuts é in half
     assert output.text() == "abc"
+
+
+def test_only_what_can_be_published_is_kept() -> None:
+    output = CappedOutput(100, keep_bytes=10)
+    assert output.append(b"x" * 50)  # under the cap: the container may go on
+    assert output.truncated
+    assert output.text() == "x" * 10
+    assert not output.append(b"x" * 51)  # past the cap

@@ -47,24 +47,26 @@ class FrameParser:
 
 
 class CappedOutput:
-    """One stream's bytes, up to `limit_bytes`; what comes past it is counted and dropped."""
+    """One stream: counts up to `limit_bytes` (the cap), keeps the first `keep_bytes` of it
+    (default: all); what is not kept is counted and dropped."""
 
-    def __init__(self, limit_bytes: int) -> None:
+    def __init__(self, limit_bytes: int, keep_bytes: int | None = None) -> None:
         self.limit_bytes = limit_bytes
+        self.keep_bytes = limit_bytes if keep_bytes is None else min(keep_bytes, limit_bytes)
         self._data = bytearray()
         self.total_bytes = 0
 
     def append(self, piece: bytes) -> bool:
         """Keep what fits; returns False once the cap has been passed."""
         self.total_bytes += len(piece)
-        room = self.limit_bytes - len(self._data)
+        room = self.keep_bytes - len(self._data)
         if room > 0:
             self._data += piece[:room]
         return self.total_bytes <= self.limit_bytes
 
     @property
     def truncated(self) -> bool:
-        return self.total_bytes > self.limit_bytes
+        return self.total_bytes > self.keep_bytes
 
     def text(self) -> str:
         """UTF-8 with invalid bytes as U+FFFD; a character cut by the cap is dropped, NULs kept."""
