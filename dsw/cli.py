@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "submit":
             code = trio.run(_submit_command, settings, args)
         else:
+            # Imported here: `dsw run` and `dsw reap` need neither aiokafka nor trio-asyncio.
             from dsw.app import serve_worker
 
             code = trio.run(serve_worker, settings)
