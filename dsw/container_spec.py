@@ -30,6 +30,10 @@ PID_LABEL = "dsw.worker.pid"
 TYPE_LABEL = "dsw.sandbox"
 
 
+# Margin on top of the longest a job's container can live.
+_LIFETIME_SLACK_S = 60.0
+
+
 class JobLimits(msgspec.Struct, frozen=True, kw_only=True):
     """The limits of one job: the worker's defaults, or what the job asked for within the maxima."""
 
@@ -39,6 +43,17 @@ class JobLimits(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def defaults(cls, settings: Settings) -> JobLimits:
         return cls(timeout_s=settings.job_timeout_s, memory_bytes=settings.memory_bytes)
+
+
+def lifetime_bound_s(settings: Settings) -> float:
+    """No job's container can legitimately be older than this."""
+    return (
+        settings.max_job_timeout_s
+        + settings.stop_grace_s
+        + 2 * settings.docker_timeout_s
+        + settings.cleanup_timeout_s
+        + _LIFETIME_SLACK_S
+    )
 
 
 def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, str]:

@@ -18,7 +18,14 @@ from collections.abc import Collection
 from typing import Any
 
 from dsw.config import Settings
-from dsw.container_spec import HOST_LABEL, JOB_LABEL, PID_LABEL, PROJECT_LABEL, WORKER_LABEL
+from dsw.container_spec import (
+    HOST_LABEL,
+    JOB_LABEL,
+    PID_LABEL,
+    PROJECT_LABEL,
+    WORKER_LABEL,
+    lifetime_bound_s,
+)
 from dsw.docker.client import DockerClient
 from dsw.errors import DockerError
 
@@ -26,7 +33,6 @@ log = logging.getLogger(__name__)
 
 # A container created this recently may belong to a job that is still being registered.
 _YOUNG_S = 30.0
-_SLACK_S = 60.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -37,17 +43,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def lifetime_bound_s(settings: Settings) -> float:
-    """No job's container can legitimately be older than this."""
-    return (
-        settings.max_job_timeout_s
-        + settings.stop_grace_s
-        + 2 * settings.docker_timeout_s
-        + settings.cleanup_timeout_s
-        + _SLACK_S
-    )
 
 
 def orphan_reason(

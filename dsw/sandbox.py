@@ -15,13 +15,21 @@ import re
 import tarfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import trio
 
 from dsw import metrics
 from dsw.config import Settings
-from dsw.container_spec import SCRIPT_DIR, JobLimits, container_config, unenforced
+from dsw.container_spec import (
+    SCRIPT_DIR,
+    WORKER_LABEL,
+    JobLimits,
+    container_config,
+    lifetime_bound_s,
+    unenforced,
+)
 from dsw.docker.client import DockerClient
 from dsw.docker.logs import STDERR, STDOUT, CappedOutput, FrameParser
 from dsw.errors import (
@@ -117,7 +125,7 @@ async def run_script(
     container: str | None = None
     try:
         with metrics.container_create.time():
-            container = await _create(docker, name, config)
+            container = await _create(docker, settings, name, config)
             await docker.container_put_archive(container, SCRIPT_DIR, archive)
         return await _start_and_wait(docker, settings, request, container, on_started)
     finally:
@@ -128,17 +136,37 @@ async def run_script(
             metrics.cleanup_failures.inc()
 
 
-async def _create(docker: DockerClient, name: str, config: dict[str, object]) -> str:
+async def _create(
+    docker: DockerClient, settings: Settings, name: str, config: dict[str, Any]
+) -> str:
     try:
         container, warnings = await docker.container_create(name, config)
     except Conflict:
-        # A container of this job outlived a crashed run: it is ours to replace.
-        log.warning("replacing leftover container name=%s", name)
-        await docker.container_remove(name)
+        await _make_way(docker, settings, name)
         container, warnings = await docker.container_create(name, config)
     if refused := unenforced(warnings):
         raise LimitsNotEnforced(refused)
     return container
+
+
+async def _make_way(docker: DockerClient, settings: Settings, name: str) -> None:
+    """The job's container name is taken. Ours (a failed attempt) or stopped: replace it. Another
+    worker's, still running (the job was redelivered after a rebalance): let that run end first,
+    so the same job never runs twice at once on one daemon."""
+    existing = await docker.container_inspect(name)
+    labels = existing.get("Config", {}).get("Labels") or {}
+    running = existing.get("State", {}).get("Running", False)
+    if running and labels.get(WORKER_LABEL) not in (None, settings.worker_id):
+        log.warning(
+            "waiting for another worker's run of this job container=%s worker=%s",
+            name,
+            labels.get(WORKER_LABEL),
+        )
+        with trio.move_on_after(lifetime_bound_s(settings)):
+            await docker.container_wait(name, condition="removed")
+            return
+    log.warning("replacing leftover container name=%s", name)
+    await docker.container_remove(name)
 
 
 async def remove_container(docker: DockerClient, container: str, job_id: str) -> None:

@@ -247,3 +247,42 @@ async def test_hostile_job_id_is_refused_before_any_docker_call(
         with pytest.raises(InvalidJobId):
             await run_script(DockerClient(http, 1.0), settings, request)
     assert calls == []
+
+
+async def test_another_worker_s_run_of_the_same_job_is_waited_for_not_killed(
+    docker: DockerClient, settings: Settings
+) -> None:
+    request = request_for(settings, "echo second\n")
+    name = f"sandbox-job-{request.job_id}"
+    other = {
+        "Image": "dsw-sandbox:linux-amd64-shell",
+        "Entrypoint": ["sleep"],
+        "Cmd": ["60"],
+        "Labels": {"dsw.project": "dsw", "dsw.worker": settings.worker_id + "-other"},
+    }
+    existing, _ = await docker.container_create(name, other)
+    await docker.container_start(existing)
+    outcomes: list[ScriptOutcome] = []
+    async with trio.open_nursery() as nursery:
+
+        async def second_run() -> None:
+            outcomes.append(await run_script(docker, settings, request))
+
+        nursery.start_soon(second_run)
+        await trio.sleep(1.5)
+        assert (await docker.container_inspect(existing))["State"]["Running"]  # left alone
+        await docker.container_remove(existing)  # the other run ends
+    assert outcomes[0].stdout == "second\n"
+
+
+async def test_a_leftover_of_the_same_job_is_replaced(
+    docker: DockerClient, settings: Settings
+) -> None:
+    request = request_for(settings, "echo fresh\n")
+    leftover = {
+        "Image": "dsw-sandbox:linux-amd64-shell",
+        "Labels": {"dsw.worker": settings.worker_id},
+    }
+    await docker.container_create(f"sandbox-job-{request.job_id}", leftover)
+    outcome = await run_script(docker, settings, request)
+    assert outcome.stdout == "fresh\n"

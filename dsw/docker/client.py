@@ -171,9 +171,15 @@ class DockerClient:
     async def container_start(self, container: str) -> None:
         await self._request("POST", f"/containers/{container}/start")
 
-    async def container_wait(self, container: str) -> int:
-        """Wait until the container is not running; returns its exit code. No timeout of its own."""
-        result = await self._json("POST", f"/containers/{container}/wait", timeout=self._long_poll)
+    async def container_wait(self, container: str, condition: str = "not-running") -> int:
+        """Wait until the container is not running (or `condition`: "removed", "next-exit");
+        returns its exit code. No timeout of its own."""
+        result = await self._json(
+            "POST",
+            f"/containers/{container}/wait",
+            params={"condition": condition},
+            timeout=self._long_poll,
+        )
         return int(result["StatusCode"])
 
     @asynccontextmanager
