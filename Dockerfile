@@ -14,6 +14,8 @@ ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---- build: a virtualenv with dsw and its dependencies (wheels only, no compiler) ----------------
 FROM ${BASE_IMAGE} AS build
+# Marks this stage's leftover images (the legacy builder keeps them, untagged, as its cache).
+LABEL dsw.image=build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv ca-certificates \
@@ -40,8 +42,9 @@ COPY dsw /src/dsw
 RUN /opt/dsw/venv/bin/pip install -q --no-deps /src \
  && /opt/dsw/venv/bin/pip uninstall -q -y pip setuptools
 
-# ---- worker: Docker-out-of-Docker / remote daemon ----------------------------------------------
-FROM ${BASE_IMAGE} AS worker
+# ---- runtime: what both workers share (the final stages add the code last, so that a change in
+# dsw/ rebuilds only their last layers, never the Docker packages of the DinD image) -------------
+FROM ${BASE_IMAGE} AS runtime
 # python3: the interpreter the venv was made with (same base, same path); tini: PID 1 that forwards
 # signals and reaps.
 RUN apt-get update \
@@ -52,28 +55,30 @@ RUN apt-get update \
  && groupadd --gid 10000 dsw \
  && useradd --uid 10000 --gid dsw --home-dir /opt/dsw --no-create-home \
         --shell /usr/sbin/nologin dsw
-COPY --from=build /opt/dsw/venv /opt/dsw/venv
-# The sandbox types (sandbox.toml, read at start-up) and their Dockerfiles (the DinD target builds
-# missing sandbox images from them).
-COPY sandbox /opt/dsw/sandbox
-COPY docker/healthcheck.py /opt/dsw/healthcheck.py
 ENV PATH=/opt/dsw/venv/bin:$PATH \
     HOME=/opt/dsw \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WORKER_SANDBOX_DIR=/opt/dsw/sandbox
 WORKDIR /opt/dsw
-USER dsw
 EXPOSE 9464
 # /healthz: the worker's trio tree is alive (readiness is /readyz, for orchestrators that ask).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["/opt/dsw/venv/bin/python", "/opt/dsw/healthcheck.py"]
-ENTRYPOINT ["/usr/bin/tini", "--"]
+
+# ---- worker: Docker-out-of-Docker / remote daemon ----------------------------------------------
+FROM runtime AS worker
+COPY --from=build /opt/dsw/venv /opt/dsw/venv
+# The sandbox types (sandbox.toml, read at start-up; their Dockerfiles serve the DinD image).
+COPY sandbox /opt/dsw/sandbox
+COPY docker/entrypoint.sh docker/healthcheck.py /opt/dsw/
+USER dsw
+# Runs the command as is; started as root, drops to dsw with the Docker socket's group.
+ENTRYPOINT ["/usr/bin/tini", "--", "sh", "/opt/dsw/entrypoint.sh"]
 CMD ["dsw", "worker"]
 
-# ---- worker-dind: its own dockerd, run --privileged ---------------------------------------------
-FROM worker AS worker-dind
-USER root
+# ---- dind-runtime: the runtime plus dockerd -------------------------------------------------------
+FROM runtime AS dind-runtime
 # docker.io: dockerd, containerd, runc, the docker CLI (image load and build in the entrypoint);
 # iptables: the inner daemon's bridge network; fuse-overlayfs: the storage driver where
 # /var/lib/docker is not a volume (overlay2 cannot sit on the container's overlay root).
@@ -88,12 +93,19 @@ RUN apt-get update \
         /usr/bin/containerd-shim /usr/bin/containerd-shim-runc-v1 \
  && usermod -a -G docker dsw \
  && mkdir -p /var/lib/dsw/images
-COPY docker/dind-entrypoint.sh /opt/dsw/dind-entrypoint.sh
 # The inner daemon's state: a volume, so overlay2 works (an anonymous one per container unless a
 # named volume is mounted; `docker rm -v` removes it).
 VOLUME /var/lib/docker
+
+# ---- worker-dind: its own dockerd, run --privileged ---------------------------------------------
+FROM dind-runtime AS worker-dind
+COPY --from=build /opt/dsw/venv /opt/dsw/venv
+COPY sandbox /opt/dsw/sandbox
+COPY docker/entrypoint.sh docker/healthcheck.py docker/dind-entrypoint.sh docker/dind-helper.py \
+    /opt/dsw/
 # Sandbox image tarballs (`docker save`) found here are loaded into the inner daemon at start-up.
 ENV DSW_DIND_IMAGES_DIR=/var/lib/dsw/images
-# tini forwards SIGTERM to the entrypoint, which drains the worker and then stops dockerd.
+# Runs as root (dockerd needs it); the entrypoint runs the worker as dsw. tini forwards SIGTERM to
+# the entrypoint, which drains the worker and then stops dockerd.
 ENTRYPOINT ["/usr/bin/tini", "--", "bash", "/opt/dsw/dind-entrypoint.sh"]
 CMD ["dsw", "worker"]

@@ -24,6 +24,27 @@ sandbox TYPE:
 [group('setup')]
 sandboxes: (sandbox "linux-amd64-shell") (sandbox "linux-amd64-mono")
 
+# Build the worker image dsw-worker:latest (the host's socket or a remote daemon)
+[group('setup')]
+image:
+    docker build --force-rm -q --target worker -t dsw-worker:latest \
+        --build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true)" . >/dev/null
+    @echo "built dsw-worker:latest"
+
+# Build the Docker-in-Docker worker image dsw-worker:dind (its own dockerd; run it privileged)
+[group('setup')]
+image-dind:
+    docker build --force-rm -q --target worker-dind -t dsw-worker:dind \
+        --build-arg EXTRA_CA_CERTS="$(cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true)" . >/dev/null
+    @echo "built dsw-worker:dind"
+
+# Save the sandbox images for a Docker-in-Docker worker to load (.local/images/sandboxes.tar)
+[group('setup')]
+sandbox-tarball: sandboxes
+    mkdir -p .local/images
+    docker save -o .local/images/sandboxes.tar dsw-sandbox:linux-amd64-shell dsw-sandbox:linux-amd64-mono
+    @echo "saved .local/images/sandboxes.tar"
+
 # Start the local Kafka broker
 [group('setup')]
 kafka-up:

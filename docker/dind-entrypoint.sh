@@ -6,8 +6,8 @@
 #      moby's hack/dind does; cgroup v1 needs the memory, cpu and pids hierarchies mounted writable,
 #      which --privileged gives;
 #   2. picks a storage driver that works nested (overlay2 on a volume, else fuse-overlayfs, else vfs)
-#      and, when it shares the host's network namespace (--network host), keeps the inner daemon off
-#      the host's docker0 and iptables;
+#      and, when the container shares the host's network namespace (--network host), gives dockerd a
+#      network namespace of its own, so that it never touches the host's docker0 or iptables;
 #   3. starts dockerd on /var/run/docker.sock and waits until it answers;
 #   4. loads every $DSW_DIND_IMAGES_DIR/*.tar[.gz] (`docker save` output) and builds each sandbox
 #      image still missing from /opt/dsw/sandbox/<type>/Dockerfile (its base images are pulled, or come
@@ -21,7 +21,10 @@
 # Settings (environment; the worker's own are WORKER_*):
 #   DSW_DIND_IMAGES_DIR          /var/lib/dsw/images  tarballs to load
 #   DSW_DIND_BUILD               missing              `missing`: build absent sandbox images; `never`
-#   DSW_DIND_BRIDGE              auto                 `auto`, `default` (docker0), `none` (no bridge)
+#   DSW_DIND_NETWORK             auto                 dockerd's network namespace: `container` (the
+#                                                     container's: bridge, NAT, pulls, builds work),
+#                                                     `isolated` (its own, empty: none of those), `auto`
+#                                                     (isolated where the host's network is shared)
 #   DSW_DOCKERD_ARGS             (empty)              more dockerd flags, e.g. --storage-driver=vfs
 #   DSW_DOCKERD_LOG_LEVEL        warn                 dockerd's log level (its lines go to stderr)
 #   DSW_DOCKERD_START_TIMEOUT_S  60                   how long dockerd may take to answer
@@ -31,7 +34,7 @@ set -uo pipefail
 
 images_dir=${DSW_DIND_IMAGES_DIR:-/var/lib/dsw/images}
 build_mode=${DSW_DIND_BUILD:-missing}
-bridge_mode=${DSW_DIND_BRIDGE:-auto}
+network_mode=${DSW_DIND_NETWORK:-auto}
 start_timeout_s=${DSW_DOCKERD_START_TIMEOUT_S:-60}
 stop_timeout_s=${DSW_DOCKERD_STOP_TIMEOUT_S:-20}
 run_as=${DSW_RUN_AS:-dsw}
@@ -44,16 +47,23 @@ worker_pid=""
 child_pid=""  # a long set-up step (image load or build) running in the background
 stop_signal=""
 
-log() { printf '%s level=%s logger=dind %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$1" "${*:2}" >&2; }
-die() { log ERROR "$*"; stop_dockerd; exit 1; }
+helper=/opt/dsw/dind-helper.py
+python=/opt/dsw/venv/bin/python
 
+# Lines like the worker's (WORKER_LOG_FORMAT=keyvalue): ts=... level=... logger=dsw.dind msg=...
+log() {
+    printf 'ts=%s level=%s logger=dsw.dind msg=%s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)" "$1" "${*:2}" >&2
+}
+die() { log error "$*"; stop_dockerd; exit 1; }
+
+# shellcheck disable=SC2329 # called by the traps below
 on_signal() {
     stop_signal=$1
     if [ -n "$worker_pid" ]; then
-        log INFO "SIG$1: passing it to the worker; dockerd stops once the worker has drained"
+        log info "SIG$1: passing it to the worker; dockerd stops once the worker has drained"
         kill -s "$1" "$worker_pid" 2>/dev/null
     else
-        log INFO "SIG$1 during start-up: stopping"
+        log info "SIG$1: stopping"
         [ -z "$child_pid" ] || kill -TERM "$child_pid" 2>/dev/null
     fi
 }
@@ -63,11 +73,11 @@ trap 'on_signal INT' INT
 # Waits for a child, surviving trapped signals; its exit status in `status`.
 status=0
 wait_for() {
-    local done=""
+    local finished=""
     while :; do
-        wait -n -p done "$1"
+        wait -n -p finished "$1"
         status=$?
-        if [ -n "$done" ] || [ "$status" = 127 ]; then
+        if [ -n "${finished:-}" ] || [ "$status" = 127 ]; then
             return 0
         fi
     done
@@ -84,15 +94,25 @@ step() {
 
 stop_dockerd() {
     [ -n "$dockerd_pid" ] || return 0
-    log INFO "stopping dockerd (pid $dockerd_pid)"
+    log info "stopping dockerd (pid $dockerd_pid)"
     local started=$SECONDS
     kill -TERM "$dockerd_pid" 2>/dev/null
-    (sleep "$stop_timeout_s" && kill -KILL "$dockerd_pid" 2>/dev/null && echo killed) &
+    sleep "$stop_timeout_s" &
     local timer=$!
-    wait_for "$dockerd_pid"
+    while :; do
+        local finished=""
+        wait -n -p finished "$dockerd_pid" "$timer"
+        status=$?
+        if [ "${finished:-}" = "$timer" ]; then
+            log warning "dockerd did not stop within ${stop_timeout_s}s: killing it"
+            kill -KILL "$dockerd_pid" 2>/dev/null
+            wait_for "$dockerd_pid"
+            break
+        fi
+        [ -z "${finished:-}" ] && [ "$status" != 127 ] || break
+    done
     kill "$timer" 2>/dev/null
-    wait "$timer" 2>/dev/null
-    log INFO "dockerd stopped status=$status after $((SECONDS - started))s"
+    log info "dockerd stopped status=$status after $((SECONDS - started))s"
     dockerd_pid=""
 }
 
@@ -110,7 +130,6 @@ while read -r target; do
             "--cap-add=ALL --security-opt seccomp=unconfined --security-opt systempaths=unconfined"
 done < <(awk '$5 ~ "^/sys/fs/cgroup" && $6 ~ "^ro" && / - cgroup2? / { print $5 }' /proc/self/mountinfo)
 if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
-    cgroup_version=2
     if [ "$(cat /proc/self/cgroup)" = "0::/" ]; then
         # A cgroup with processes cannot delegate controllers to children: move every process of
         # the namespace's root cgroup into /init, then enable all controllers for the children.
@@ -118,16 +137,15 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
         xargs -rn1 < /sys/fs/cgroup/cgroup.procs > /sys/fs/cgroup/init/cgroup.procs 2>/dev/null || :
         sed -e 's/ / +/g' -e 's/^/+/' < /sys/fs/cgroup/cgroup.controllers \
             > /sys/fs/cgroup/cgroup.subtree_control \
-            || log WARNING "could not delegate the cgroup v2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
+            || log warning "could not delegate the cgroup v2 controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
     else
-        log WARNING "cgroup v2 without a private cgroup namespace ($(cat /proc/self/cgroup)): run with" \
+        log warning "cgroup v2 without a private cgroup namespace ($(cat /proc/self/cgroup)): run with" \
             "--cgroupns=private, or the inner daemon cannot enforce limits"
     fi
 else
-    cgroup_version=1
     for controller in memory cpu pids; do
         [ -d "/sys/fs/cgroup/$controller" ] && [ -w "/sys/fs/cgroup/$controller" ] \
-            || log WARNING "cgroup v1 controller $controller is not mounted writable at /sys/fs/cgroup/$controller"
+            || log warning "cgroup v1 controller $controller is not mounted writable at /sys/fs/cgroup/$controller"
     done
 fi
 
@@ -136,33 +154,50 @@ read -r -a dockerd_args <<< "${DSW_DOCKERD_ARGS:-}"
 if [[ " ${dockerd_args[*]} " != *" --storage-driver"* && " ${dockerd_args[*]} " != *" -s "* ]]; then
     root_fs=$(stat -f -c %T /var/lib/docker)
     if [ "$root_fs" = overlayfs ]; then
-        # overlay2 cannot use a directory on overlayfs as its upper layer.
+        # overlay2 cannot use a directory on overlayfs as its upper layer. fuse-overlayfs (needs
+        # /dev/fuse) measured 12 s against overlay2's 8 s from `docker run` to a script's result
+        # with the sandboxes loaded; vfs copies every layer: 45 s to load the same images.
         if command -v fuse-overlayfs >/dev/null && [ -c /dev/fuse ]; then
             dockerd_args+=(--storage-driver=fuse-overlayfs)
         else
             dockerd_args+=(--storage-driver=vfs)
         fi
-        log WARNING "/var/lib/docker is on the container's overlay root, not a volume:" \
+        log warning "/var/lib/docker is on the container's overlay root, not a volume:" \
             "using ${dockerd_args[-1]#--storage-driver=} (slower); mount a volume there for overlay2"
     fi
 fi
-if [ "$bridge_mode" = auto ]; then
-    # docker0 already here means this network namespace is the host's (--network host): the inner
-    # daemon must not take over the host's bridge or rewrite its iptables.
-    if [ -e /sys/class/net/docker0 ]; then bridge_mode=none; else bridge_mode=default; fi
+# A Docker bridge (docker0, br-*) or veth here means this is the host's network namespace
+# (--network host): a dockerd here would take over the host's docker0 (and delete it when started
+# with --bridge=none) and rewrite the host's iptables.
+host_network=""
+for link in /sys/class/net/docker0 /sys/class/net/br-* /sys/class/net/veth*; do
+    if [ -e "$link" ]; then host_network=${link##*/}; break; fi
+done
+if [ "$network_mode" = auto ]; then
+    if [ -n "$host_network" ]; then network_mode=isolated; else network_mode=container; fi
 fi
-if [ "$bridge_mode" = none ]; then
-    dockerd_args+=(--bridge=none --iptables=false --ip6tables=false --ip-masq=false --ip-forward=false)
-    log WARNING "sharing the host's network namespace: the inner daemon has no bridge network, so" \
-        "sandbox types with network = true cannot run (give the worker container its own network)"
-fi
+dockerd_prefix=()
+case "$network_mode" in
+    container)
+        [ -z "$host_network" ] || die "DSW_DIND_NETWORK=container but this network namespace has" \
+            "$host_network, the host's: dockerd would take over the host's network"
+        ;;
+    isolated)
+        dockerd_prefix=(unshare --net --)
+        log warning "dockerd runs in a network namespace of its own, with no way out" \
+            "${host_network:+(the host network is shared here: $host_network)}:" \
+            "sandbox images must come from $images_dir, and sandbox types with network = true" \
+            "cannot reach the network; give the container a network of its own for those"
+        ;;
+    *) die "DSW_DIND_NETWORK must be auto, container or isolated, not $network_mode" ;;
+esac
 
 # ---- 3. dockerd -----------------------------------------------------------------------------------
 # A restarted container keeps /var/run: stale pid files would stop dockerd and containerd.
 rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
 started=$SECONDS
-dockerd --host="unix://$socket" --group=docker --log-level="${DSW_DOCKERD_LOG_LEVEL:-warn}" \
-    "${dockerd_args[@]}" &
+"${dockerd_prefix[@]}" dockerd --host="unix://$socket" --group=docker \
+    --log-level="${DSW_DOCKERD_LOG_LEVEL:-warn}" "${dockerd_args[@]}" &
 dockerd_pid=$!
 until docker version >/dev/null 2>&1; do
     if ! kill -0 "$dockerd_pid" 2>/dev/null; then
@@ -174,54 +209,39 @@ until docker version >/dev/null 2>&1; do
     (( SECONDS - started < start_timeout_s )) || die "dockerd did not answer within ${start_timeout_s}s"
     sleep 0.1
 done
+# What the inner daemon can enforce: the worker's preflight refuses to start if a limit would not
+# hold; this says why, early.
 info=$(docker info --format '{{json .}}' 2>/dev/null) || info='{}'
-/opt/dsw/venv/bin/python - "$info" "$cgroup_version" "${WORKER_ENABLE_RESOURCE_LIMITS:-true}" <<'EOF' >&2
-import json, sys
-info, cgroup_version, limits_on = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3].lower()
-checks = {"memory": "MemoryLimit", "swap": "SwapLimit", "cpu-quota": "CpuCfsQuota",
-          "cpu-period": "CpuCfsPeriod", "cpu-shares": "CPUShares", "pids": "PidsLimit"}
-missing = [name for name, key in checks.items() if not info.get(key)]
-print(f"dind: dockerd {info.get('ServerVersion')} answers: cgroup v{info.get('CgroupVersion')}"
-      f" driver={info.get('CgroupDriver')} storage={info.get('Driver')}"
-      f" limits={'all' if not missing else 'missing ' + ','.join(missing)}")
-for warning in info.get("Warnings") or []:
-    print(f"dind: dockerd warns: {warning}")
-if missing and limits_on not in ("false", "0", "no", "off"):
-    print(f"dind: the inner daemon cannot enforce {', '.join(missing)}; the worker will refuse to"
-          " start (set WORKER_ENABLE_RESOURCE_LIMITS=false to run without limits)")
-EOF
-log INFO "dockerd answers after $((SECONDS - started))s (pid $dockerd_pid)"
+while read -r level message; do
+    log "$level" "$message"
+done < <("$python" "$helper" limits "$info" "${WORKER_ENABLE_RESOURCE_LIMITS:-true}")
+log info "dockerd answers after $((SECONDS - started))s (pid $dockerd_pid)"
 
 # ---- 4. sandbox images ----------------------------------------------------------------------------
 shopt -s nullglob
 for tarball in "$images_dir"/*.tar "$images_dir"/*.tar.gz; do
     [ -z "$stop_signal" ] || break
-    log INFO "loading $tarball"
-    step docker load -q -i "$tarball" >&2 || log WARNING "could not load $tarball"
+    log info "loading $tarball"
+    step docker load -q -i "$tarball" >&2 || log warning "could not load $tarball"
 done
 # Each served type's image, from its sandbox.toml (as the worker reads it).
-types=$(/opt/dsw/venv/bin/python -c '
-from dsw.config import load_settings
-from dsw.sandbox_types import load_sandbox_types
-settings = load_settings()
-for sandbox in load_sandbox_types(settings.sandbox_dir, settings.runner_types).values():
-    print(sandbox.name, sandbox.image)
-') || log WARNING "could not read the sandbox types; the worker will say why"
+types=$("$python" "$helper" images) \
+    || log warning "could not read the sandbox types; the worker will say why"
 while read -r type image; do
     [ -n "$type" ] && [ -z "$stop_signal" ] || continue
     docker image inspect "$image" >/dev/null 2>&1 && continue
     if [ "$build_mode" != missing ] || [ ! -f "$sandbox_dir/$type/Dockerfile" ]; then
-        log WARNING "image $image is missing; the worker will try to pull it"
+        log warning "image $image is missing; the worker will try to pull it"
         continue
     fi
-    log INFO "building $image from $sandbox_dir/$type/Dockerfile"
+    log info "building $image from $sandbox_dir/$type/Dockerfile"
     build_started=$SECONDS
-    # Host network for the build's RUN steps: it needs no bridge (there may be none) or NAT.
+    # The build's RUN steps use dockerd's network namespace directly: no bridge or NAT needed.
     if step docker build -q --network=host -f "$sandbox_dir/$type/Dockerfile" -t "$image" \
         "$sandbox_dir" >/dev/null; then
-        log INFO "built $image in $((SECONDS - build_started))s"
+        log info "built $image in $((SECONDS - build_started))s"
     else
-        log WARNING "could not build $image; the worker will try to pull it"
+        log warning "could not build $image; the worker will try to pull it"
     fi
 done <<< "$types"
 if [ -n "$stop_signal" ]; then
@@ -239,7 +259,9 @@ else
         --inh-caps=-all --bounding-set=-all -- "$@" &
 fi
 worker_pid=$!
-log INFO "started the worker (pid $worker_pid, user $run_as): $*"
+log info "started the worker (pid $worker_pid, user $run_as): $*"
+# A signal that came before worker_pid was set is passed on now.
+[ -z "$stop_signal" ] || kill -s "$stop_signal" "$worker_pid" 2>/dev/null
 
 # ---- 6. wait; stop dockerd after the worker -------------------------------------------------------
 exit_code=0
@@ -247,13 +269,13 @@ while :; do
     done_pid=""
     wait -n -p done_pid "$worker_pid" ${dockerd_pid:+"$dockerd_pid"}
     code=$?
-    [ -n "$done_pid" ] || continue  # a trapped signal interrupted the wait
+    [ -n "${done_pid:-}" ] || continue  # a trapped signal interrupted the wait
     if [ "$done_pid" = "$worker_pid" ]; then
         exit_code=$code
-        log INFO "the worker exited with status $code"
+        log info "the worker exited with status $code"
         break
     fi
-    log ERROR "dockerd exited with status $code under the worker; stopping the worker"
+    log error "dockerd exited with status $code under the worker; stopping the worker"
     dockerd_pid=""
     exit_code=1
     kill -TERM "$worker_pid" 2>/dev/null

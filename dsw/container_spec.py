@@ -27,6 +27,7 @@ JOB_LABEL = "dsw.job"
 WORKER_LABEL = "dsw.worker"
 HOST_LABEL = "dsw.worker.host"
 PID_LABEL = "dsw.worker.pid"
+PIDNS_LABEL = "dsw.worker.pidns"
 TYPE_LABEL = "dsw.sandbox"
 
 
@@ -56,6 +57,14 @@ def lifetime_bound_s(settings: Settings) -> float:
     )
 
 
+def pid_namespace() -> str:
+    """This process's pid namespace ("pid:[4026531836]"): a pid means something only within it."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, str]:
     return {
         PROJECT_LABEL: "dsw",
@@ -63,6 +72,7 @@ def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, s
         WORKER_LABEL: settings.worker_id,
         HOST_LABEL: socket.gethostname(),
         PID_LABEL: str(os.getpid()),
+        PIDNS_LABEL: pid_namespace(),
         TYPE_LABEL: sandbox.name,
     }
 

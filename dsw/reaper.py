@@ -1,7 +1,7 @@
 """Removes containers that no running job owns: those of workers that are gone, and leftovers.
 
 A container is reaped when it carries this project's label and
-- its worker ran on this host under a pid that no longer exists, or
+- its worker ran on this host, in this pid namespace, under a pid that no longer exists, or
 - it belongs to this worker but its job is no longer in flight, or
 - it is older than any job could live (maximum timeout plus stop, cleanup and slack);
 and, as the original worker did at start-up, any container named `sandbox-job-*` without our
@@ -22,9 +22,11 @@ from dsw.container_spec import (
     HOST_LABEL,
     JOB_LABEL,
     PID_LABEL,
+    PIDNS_LABEL,
     PROJECT_LABEL,
     WORKER_LABEL,
     lifetime_bound_s,
+    pid_namespace,
 )
 from dsw.docker.client import DockerClient
 from dsw.errors import DockerError
@@ -59,7 +61,10 @@ def orphan_reason(
         if labels.get(JOB_LABEL) not in active_jobs and age_s > _YOUNG_S:
             return "its job is no longer in flight"
         return None
-    if labels.get(HOST_LABEL) == socket.gethostname():
+    # A pid is only checked in the namespace it belongs to: a worker in a container may share
+    # the host's name but not its pids.
+    same_pids = labels.get(PIDNS_LABEL) == pid_namespace() != ""
+    if labels.get(HOST_LABEL) == socket.gethostname() and same_pids:
         pid = labels.get(PID_LABEL, "")
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             return f"its worker (pid {pid}) is gone"

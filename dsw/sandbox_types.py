@@ -31,7 +31,9 @@ def load_sandbox_type(sandbox_dir: str | Path, name: str) -> SandboxType:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UnknownSandboxType(f"unknown sandbox type {name!r}: no {path}") from None
+        raise UnknownSandboxType(
+            f"unknown sandbox type {name!r}: no {path} (WORKER_SANDBOX_DIR is {sandbox_dir})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"invalid TOML: {exc}") from exc
     try:

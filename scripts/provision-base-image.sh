@@ -31,6 +31,9 @@ if [ ! -s "$tarball" ]; then
     || { tail -n 20 "$cache/debootstrap.log" >&2; exit 1; }
   # Trim like the official slim image: no apt lists or caches in the base.
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb
+  # mktemp made / mode 0700: non-root containers could not reach anything on storage drivers
+  # that do not mask it (vfs).
+  chmod 0755 "$root"
   tar -C "$root" -cf "$tarball.part" . && mv "$tarball.part" "$tarball"
   say "cached the root filesystem at $tarball"
 fi

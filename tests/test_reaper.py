@@ -12,9 +12,11 @@ from dsw.container_spec import (
     HOST_LABEL,
     JOB_LABEL,
     PID_LABEL,
+    PIDNS_LABEL,
     PROJECT_LABEL,
     TYPE_LABEL,
     WORKER_LABEL,
+    pid_namespace,
 )
 from dsw.docker import DockerClient
 from dsw.reaper import reap
@@ -28,13 +30,16 @@ async def create(docker: DockerClient, name: str, labels: dict[str, str]) -> str
     return container
 
 
-def dsw_labels(worker: str, pid: int, host: str = "", job: str = "") -> dict[str, str]:
+def dsw_labels(
+    worker: str, pid: int, host: str = "", job: str = "", pidns: str = ""
+) -> dict[str, str]:
     return {
         PROJECT_LABEL: "dsw",
         JOB_LABEL: job or str(uuid.uuid4()),
         WORKER_LABEL: worker,
         HOST_LABEL: host or socket.gethostname(),
         PID_LABEL: str(pid),
+        PIDNS_LABEL: pidns or pid_namespace(),
         TYPE_LABEL: "linux-amd64-shell",
     }
 
@@ -54,6 +59,11 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
         f"dsw-reap-elsewhere-{tag}",
         dsw_labels(settings.worker_id + "-far", dead_pid, host="another-host"),
     )
+    other_pids = await create(
+        docker,
+        f"dsw-reap-otherns-{tag}",
+        dsw_labels(settings.worker_id + "-ns", dead_pid, pidns="pid:[1]"),
+    )
     mine_running = await create(
         docker, f"dsw-reap-mine-{tag}", dsw_labels(settings.worker_id, os.getpid(), job="busy")
     )
@@ -63,10 +73,10 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
         left = {c["Id"] for c in await docker.containers_list()}
         assert gone not in left
         assert unlabelled not in left
-        assert {alive, elsewhere, mine_running, stranger} <= left
+        assert {alive, elsewhere, other_pids, mine_running, stranger} <= left
         assert removed >= 2
     finally:
-        for container in (alive, elsewhere, mine_running, stranger):
+        for container in (alive, elsewhere, other_pids, mine_running, stranger):
             await docker.container_remove(container)
 
 

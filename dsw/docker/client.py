@@ -93,11 +93,25 @@ class DockerClient:
         return self._prefix + path if versioned else path
 
     async def _request(
-        self, method: str, path: str, *, versioned: bool = True, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        versioned: bool = True,
+        idempotent: bool = False,
+        **kwargs: Any,
     ) -> httpx.Response:
         endpoint = _endpoint(method, path)
+        url = self._url(path, versioned)
         try:
-            response = await self._http.request(method, self._url(path, versioned), **kwargs)
+            try:
+                response = await self._http.request(method, url, **kwargs)
+            except (httpx.RemoteProtocolError, httpx.ReadError):
+                # A pooled keep-alive connection the daemon had already closed (seen over TLS):
+                # a call that may be repeated gets one more try on a fresh connection.
+                if not (idempotent or method in ("GET", "HEAD", "DELETE")):
+                    raise
+                response = await self._http.request(method, url, **kwargs)
         except httpx.TransportError as exc:
             raise _unavailable(endpoint, exc) from exc
         if response.status_code >= 400:
@@ -163,6 +177,7 @@ class DockerClient:
         await self._request(
             "PUT",
             f"/containers/{container}/archive",
+            idempotent=True,
             params={"path": path},
             content=tar,
             headers={"Content-Type": "application/x-tar"},
@@ -179,6 +194,7 @@ class DockerClient:
             f"/containers/{container}/wait",
             params={"condition": condition},
             timeout=self._long_poll,
+            idempotent=True,
         )
         return int(result["StatusCode"])
 
