@@ -7,6 +7,8 @@ import socket
 import subprocess
 import uuid
 
+import trio
+
 from dsw.config import Settings
 from dsw.container_spec import (
     HOST_LABEL,
@@ -76,8 +78,9 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
         assert {alive, elsewhere, other_pids, mine_running, stranger} <= left
         assert removed >= 2
     finally:
-        for container in (alive, elsewhere, other_pids, mine_running, stranger):
-            await docker.container_remove(container)
+        with trio.move_on_after(30, shield=True):
+            for container in (alive, elsewhere, other_pids, mine_running, stranger):
+                await docker.container_remove(container)
 
 
 def _dead_pid() -> int:
