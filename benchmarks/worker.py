@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import httpx
 import trio
 
-from dsw.config import Settings, env_name
+from dsw.config import Settings, environment_of
 from dsw.kafka import Kafka, Reader, Record
 
 # The worker's histograms whose mean per phase says where its time goes.
@@ -217,16 +217,6 @@ class RssWindow:
         return max(self.peak_kib, self.hwm_kib or 0) / 1024
 
 
-def worker_environment(settings: Settings) -> dict[str, str]:
-    """The bench's environment with the WORKER_* variables that make `settings`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    for name in settings.__struct_fields__:
-        value = getattr(settings, name)
-        text = ",".join(value) if isinstance(value, tuple) else str(value)
-        env[env_name(name)] = text.lower() if isinstance(value, bool) else text
-    return env
-
-
 async def _ready(port: int, process: trio.Process, timeout_s: float) -> None:
     url = f"http://127.0.0.1:{port}/readyz"
     async with httpx.AsyncClient(timeout=2) as http:
@@ -252,7 +242,7 @@ async def run_worker(
         start = functools.partial(
             trio.run_process,
             command or [sys.executable, "-m", "dsw", "worker"],
-            env=worker_environment(settings),
+            env=environment_of(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,

@@ -204,6 +204,18 @@ def _check(settings: Settings) -> None:
         raise ConfigError("WORKER_DOCKER_HOST", f"unsupported address {settings.docker_host!r}")
 
 
+def environment_of(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`base` (default: os.environ) without its WORKER_* variables, plus those that make `settings`:
+    the environment of a child `dsw` that should see these settings."""
+    base = os.environ if base is None else base
+    env = {k: v for k, v in base.items() if not k.startswith("WORKER_")}
+    for field in msgspec.structs.fields(Settings):
+        value = getattr(settings, field.name)
+        text = ",".join(value) if isinstance(value, tuple) else str(value)
+        env[env_name(field.name)] = text.lower() if isinstance(value, bool) else text
+    return env
+
+
 def describe() -> str:
     """Every setting with its variable and default, for `--help`."""
     lines = []

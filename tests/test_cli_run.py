@@ -11,10 +11,10 @@ from pathlib import Path
 
 import trio
 
-from dsw.config import Settings
+from dsw.config import Settings, environment_of
 from dsw.docker import DockerClient
 from tests.conftest import TEST_SCRIPTS, containers_of
-from tests.workers import environment, run_dsw
+from tests.workers import run_dsw
 
 
 async def dsw_run(
@@ -57,7 +57,7 @@ async def test_ctrl_c_removes_the_container(docker: DockerClient, settings: Sett
         start = functools.partial(
             trio.run_process,
             command,
-            env=environment(settings),
+            env=environment_of(settings),
             stdin=b"echo hi; sleep 300\n",
             capture_stderr=True,
             check=False,

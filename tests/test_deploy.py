@@ -27,14 +27,13 @@ import httpx
 import pytest
 import trio
 
-from dsw.config import MiB, Settings
+from dsw.config import MiB, Settings, environment_of
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka, Record
 from tests.conftest import ROOT, SANDBOX_IMAGES
 from tests.workers import (
     EXAMPLE_JOB,
     by_topic,
-    environment,
     free_port,
     job,
     read_until,
@@ -261,7 +260,7 @@ async def container(name: str, args: list[str]) -> AsyncIterator[str]:
 
 def env_args(settings: Settings) -> list[str]:
     """`-e` options with the worker's settings, except those that only make sense on this host."""
-    env = environment(settings)
+    env = environment_of(settings)
     return [
         arg
         for key in sorted(env)

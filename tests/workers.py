@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 import msgspec
 import trio
 
-from dsw.config import Settings, env_name
+from dsw.config import Settings, environment_of
 from dsw.kafka import Kafka, Record, create_topics, open_reader
 
 EXAMPLE_JOB = (
@@ -50,22 +49,13 @@ def worker_settings(settings: Settings, topic_prefix: str, **changes: Any) -> Se
     )
 
 
-def environment(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKER_")}
-    for name in settings.__struct_fields__:
-        value = getattr(settings, name)
-        text = ",".join(value) if isinstance(value, tuple) else str(value)
-        env[env_name(name)] = text.lower() if isinstance(value, bool) else text
-    return env
-
-
 async def run_dsw(
     settings: Settings, *args: str, stdin: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
     """`dsw ARGS...` as a subprocess with `settings` in its environment."""
     return await trio.run_process(
         [sys.executable, "-m", "dsw", *args],
-        env=environment(settings),
+        env=environment_of(settings),
         stdin=stdin,
         capture_stdout=True,
         capture_stderr=True,
@@ -109,7 +99,7 @@ async def run_worker(settings: Settings, instance: str = "") -> AsyncIterator[Wo
         start = functools.partial(
             trio.run_process,
             [sys.executable, "-m", "dsw", "worker"],
-            env=environment(settings),
+            env=environment_of(settings),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             check=False,
