@@ -34,7 +34,7 @@ resolve_libs() {
   [ -f "$libs/.complete" ] && return 0
   say "resolving Apache Kafka $version from Maven Central into $libs"
   mkdir -p "$libs"
-  mvn -q -B -f "$here/scripts/kafka/pom.xml" dependency:copy-dependencies \
+  mvn -q -B -Dstyle.color=never -f "$here/scripts/kafka/pom.xml" dependency:copy-dependencies \
     -DincludeScope=runtime -DoutputDirectory="$libs" >&2
   touch "$libs/.complete"
 }
