@@ -40,6 +40,7 @@ from dsw.errors import (
     LimitsNotEnforced,
     NotFound,
 )
+from dsw.reaper import orphan_reason
 from dsw.sandbox_types import SandboxType
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,12 @@ async def run_script(
         return await _start_and_wait(docker, settings, request, container, on_started)
     finally:
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True) as cleanup:
-            await remove_container(docker, container or name, request.job_id)
+            if container is None:
+                # The create may have happened without its answer reaching us: the name is ours
+                # only if our label says so (it may be another worker's run we were waiting for).
+                container = await _ours_by_name(docker, settings, name)
+            if container is not None:
+                await remove_container(docker, container, request.job_id)
         if cleanup.cancelled_caught:
             log.warning("container removal timed out job=%s container=%s", request.job_id, name)
             metrics.cleanup_failures.inc()
@@ -150,13 +156,13 @@ async def _create(
 
 
 async def _make_way(docker: DockerClient, settings: Settings, name: str) -> None:
-    """The job's container name is taken. Ours (a failed attempt) or stopped: replace it. Another
-    worker's, still running (the job was redelivered after a rebalance): let that run end first,
-    so the same job never runs twice at once on one daemon."""
-    existing = await docker.container_inspect(name)
-    labels = existing.get("Config", {}).get("Labels") or {}
-    running = existing.get("State", {}).get("Running", False)
-    if running and labels.get(WORKER_LABEL) not in (None, settings.worker_id):
+    """The job's container name is taken. Ours (a failed attempt) or an orphan: replace it. Another
+    live worker's (the job was redelivered after a rebalance): let that run end first, so the same
+    job never runs twice at once on one daemon."""
+    listed = await docker.containers_list(name=f"^/{name}$")
+    labels = (listed[0].get("Labels") or {}) if listed else {}
+    theirs = labels.get(WORKER_LABEL) not in (None, settings.worker_id)
+    if listed and theirs and orphan_reason(listed[0], settings, (), time.time()) is None:
         log.warning(
             "waiting for another worker's run of this job container=%s worker=%s",
             name,
@@ -167,6 +173,15 @@ async def _make_way(docker: DockerClient, settings: Settings, name: str) -> None
             return
     log.warning("replacing leftover container name=%s", name)
     await docker.container_remove(name)
+
+
+async def _ours_by_name(docker: DockerClient, settings: Settings, name: str) -> str | None:
+    try:
+        existing = await docker.container_inspect(name)
+    except DockerError:
+        return None  # gone, or the daemon is away: the reaper sees to it
+    labels = existing.get("Config", {}).get("Labels") or {}
+    return str(existing["Id"]) if labels.get(WORKER_LABEL) == settings.worker_id else None
 
 
 async def remove_container(docker: DockerClient, container: str, job_id: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import socket
 import uuid
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 import trio
 
 from dsw.config import MiB, Settings
-from dsw.container_spec import JobLimits
+from dsw.container_spec import JobLimits, pid_namespace
 from dsw.docker import DockerClient
 from dsw.errors import InvalidJobId
 from dsw.sandbox import FinishedWith, ScriptOutcome, ScriptRequest, run_script
@@ -286,3 +287,29 @@ async def test_a_leftover_of_the_same_job_is_replaced(
     await docker.container_create(f"sandbox-job-{request.job_id}", leftover)
     outcome = await run_script(docker, settings, request)
     assert outcome.stdout == "fresh\n"
+
+
+async def test_an_orphan_of_a_dead_worker_is_replaced_not_waited_for(
+    docker: DockerClient, settings: Settings
+) -> None:
+    gone = await trio.lowlevel.open_process(["true"])
+    await gone.wait()
+    request = request_for(settings, "echo after the orphan\n")
+    labels = {
+        "dsw.project": "dsw",
+        "dsw.worker": settings.worker_id + "-dead",
+        "dsw.worker.host": socket.gethostname(),
+        "dsw.worker.pid": str(gone.pid),
+        "dsw.worker.pidns": pid_namespace(),
+    }
+    orphan = {
+        "Image": "dsw-sandbox:linux-amd64-shell",
+        "Entrypoint": ["sleep"],
+        "Cmd": ["60"],
+        "Labels": labels,
+    }
+    existing, _ = await docker.container_create(f"sandbox-job-{request.job_id}", orphan)
+    await docker.container_start(existing)
+    with trio.fail_after(60):  # far below the wait for a live worker's run
+        outcome = await run_script(docker, settings, request)
+    assert outcome.stdout == "after the orphan\n"
