@@ -101,11 +101,6 @@ def decode_json(data: bytes) -> Any:
     return _any_decoder.decode(data)
 
 
-def job_from(value: Any) -> Job:
-    """A Job from decoded JSON; msgspec.ValidationError says what is wrong and where."""
-    return msgspec.convert(value, Job)
-
-
 def decode_job(data: bytes) -> Job:
     return _job_decoder.decode(data)
 

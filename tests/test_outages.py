@@ -14,8 +14,15 @@ from dsw.kafka import Kafka, committed_positions, open_kafka
 from tests.brokers import private_broker
 from tests.conftest import containers_of
 from tests.proxies import CuttableDocker
-from tests.test_status import wait_ready
-from tests.workers import by_topic, job, read_until, run_worker, worker_settings
+from tests.workers import (
+    by_topic,
+    job,
+    read_until,
+    run_worker,
+    wait_ready,
+    wait_unready,
+    worker_settings,
+)
 
 SHELL = "linux-amd64-shell"
 
@@ -39,11 +46,7 @@ async def test_docker_outage_pauses_then_resumes_without_losing_or_blaming_jobs(
             proxy.cut()  # Docker goes away while a job runs...
             later_id, later = job("echo later\n")
             await kafka.publish(pending, later_id, later)  # ...and while another waits
-            with trio.fail_after(30):
-                while True:
-                    if "Docker unreachable" in (await http.get("/readyz")).text:
-                        break
-                    await trio.sleep(0.2)
+            await wait_unready(http, "Docker unreachable")
             await trio.sleep(2)
             await nursery.start(proxy.serve)  # Docker is back
             records = await read_until(
@@ -82,11 +85,7 @@ async def test_kafka_outage_loses_no_result(
             await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
             await broker.stop()  # Kafka goes away while the job runs
             await trio.sleep(4)  # the job ends meanwhile; its result must wait, not vanish
-            with trio.fail_after(30):
-                while True:
-                    if "Kafka unreachable" in (await http.get("/readyz")).text:
-                        break
-                    await trio.sleep(0.2)
+            await wait_unready(http, "Kafka unreachable")
             await broker.start()
             records = await read_until(kafka, [ws.finished_topic], lambda rs: len(rs) >= 1)
             await wait_ready(http)

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dsw.config import Settings
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka
-from tests.workers import job, read_until, run_worker, worker_settings
+from tests.workers import job, read_until, run_worker, wait_ready, wait_unready, worker_settings
 
 SHELL = "linux-amd64-shell"
 
@@ -28,17 +28,6 @@ def value(
     metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
 ) -> float:
     return metrics.get((name, frozenset(labels.items())), 0.0)
-
-
-async def wait_ready(http: httpx.AsyncClient) -> None:
-    with trio.fail_after(60):
-        while True:
-            try:
-                if (await http.get("/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await trio.sleep(0.2)
 
 
 async def test_metrics_count_real_jobs_and_readiness_follows_the_drain(
@@ -78,12 +67,7 @@ async def test_metrics_count_real_jobs_and_readiness_follows_the_drain(
         await kafka.publish(pending, job_id, body)
         await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 4)
         worker.signal(signal.SIGTERM)
-        with trio.fail_after(10):
-            while True:
-                ready = await http.get("/readyz")
-                if ready.status_code != 200:
-                    break
-                await trio.sleep(0.1)
+        ready = await wait_unready(http, "draining", timeout_s=10)
         assert ready.status_code == 503
         assert "draining" in ready.text
         assert await worker.wait() == 0

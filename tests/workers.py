@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import msgspec
 import trio
 
@@ -119,6 +120,30 @@ async def run_worker(settings: Settings, instance: str = "") -> AsyncIterator[Wo
         finally:
             if process.returncode is None:
                 process.send_signal(signal.SIGKILL)
+
+
+async def wait_ready(http: httpx.AsyncClient) -> None:
+    """Until the worker behind `http` answers 200 on /readyz."""
+    with trio.fail_after(60):
+        while True:
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await trio.sleep(0.2)
+
+
+async def wait_unready(
+    http: httpx.AsyncClient, reason: str, timeout_s: float = 30
+) -> httpx.Response:
+    """Until /readyz names `reason`; its answer."""
+    with trio.fail_after(timeout_s):
+        while True:
+            answer = await http.get("/readyz")
+            if reason in answer.text:
+                return answer
+            await trio.sleep(0.1)
 
 
 async def produce(kafka: Kafka, topic: str, key: str | bytes | None, value: bytes | None) -> None:
