@@ -27,10 +27,11 @@ import trio
 from benchmarks.engine import RawEngine
 from benchmarks.phases import ECHO, MONO, SHELL, Bench
 from benchmarks.report import render, say, tables, write_json
-from benchmarks.worker import free_port, run_worker
-from dsw.config import MiB, Settings, load_settings
+from benchmarks.worker import rss_kib
+from dsw.config import MiB, Settings, load_settings, parse_size, unix_socket_path
 from dsw.container_spec import WORKER_LABEL
 from dsw.kafka import create_topics, delete_topics, open_kafka, open_reader
+from tests.workers import free_port, run_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {
@@ -41,9 +42,10 @@ PARAMS = ("preset", "jobs", "capacity", "repetitions", "serial", "csharp", "floo
 
 
 def _socket_path(settings: Settings) -> str:
-    if not settings.docker_host.startswith("unix:"):
+    path = unix_socket_path(settings.docker_host)
+    if path is None:
         raise SystemExit("bench: the raw baseline needs a local Docker socket (unix:///...)")
-    return "/" + settings.docker_host.removeprefix("unix:").lstrip("/")
+    return path
 
 
 def _kafka_reachable(bootstrap: str) -> None:
@@ -118,11 +120,13 @@ async def _with_workers(bench: Bench, settings: Settings, log: BinaryIO) -> dict
     args = bench.args
     result: dict[str, Any] = {}
     say(f"starting the worker (capacity {args.capacity}, log {log.name})")
-    async with run_worker(settings, log, args.worker_command) as worker:
+    async with run_worker(
+        settings, log=log, command=args.worker_command, ready_timeout_s=120, drain_at_exit=True
+    ) as worker:
         say(f"worker ready after {worker.started_s:.1f} s")
-        idle = worker.rss_kib() / 1024
+        idle = rss_kib(worker) / 1024
         result["shell"] = await bench.shell_rounds(worker)
-        after = worker.rss_kib() / 1024
+        after = rss_kib(worker) / 1024
         if args.csharp:
             result["csharp"] = await bench.csharp(worker)
         say("memory: a job that prints 1 GB, default output cap")
@@ -144,22 +148,24 @@ async def _with_workers(bench: Bench, settings: Settings, log: BinaryIO) -> dict
             metrics_port=free_port(),
         )
         say(f"memory: the 1 GB job again on a worker with a {args.flood_cap / MiB:g} MiB cap")
-        async with run_worker(flooder_settings, log, args.worker_command) as flooder:
+        async with run_worker(
+            flooder_settings,
+            log=log,
+            command=args.worker_command,
+            ready_timeout_s=120,
+            drain_at_exit=True,
+        ) as flooder:
             await bench.worker_jobs(flooder, bench.shell, ECHO, 1, alone=True)  # joins the group
-            result["worker"]["flood_worker_idle_rss_mib"] = flooder.rss_kib() / 1024
+            result["worker"]["flood_worker_idle_rss_mib"] = rss_kib(flooder) / 1024
             result["flood"].append(await bench.flood(flooder))
     return result
 
 
 def _size(text: str) -> int:
-    """Bytes of `64m`, `1g`, `256k`, `1048576`."""
-    units = {"k": 1024, "m": MiB, "g": 1024 * MiB}
-    text = text.strip().lower().removesuffix("b").removesuffix("i")
-    factor = units.get(text[-1:], 1)
     try:
-        return int(float(text.rstrip("kmg") or 0) * factor)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

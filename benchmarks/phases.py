@@ -26,14 +26,15 @@ from benchmarks.worker import (
     RssWindow,
     Seen,
     Topics,
-    WorkerProcess,
     cpu_s,
+    histograms,
     job_value,
     pids_named,
 )
 from dsw.config import Settings
 from dsw.kafka import Kafka
 from dsw.sandbox_types import SandboxType, load_sandbox_type
+from tests.workers import WorkerProcess
 
 SHELL, MONO = "linux-amd64-shell", "linux-amd64-mono"
 ECHO, ECHOED = "echo hi\n", "hi\n"
@@ -137,7 +138,7 @@ class Bench:
         expect: str = ECHOED,
     ) -> dict[str, Any]:
         """n jobs through Kafka and the worker, all published at once or one at a time."""
-        before = await worker.histograms()
+        before = await histograms(worker)
         jobs = [(id_ := str(uuid.uuid4()), job_value(id_, script)) for _ in range(n)]
         cpu = self.cpu(worker)
         t0 = time.perf_counter()
@@ -155,7 +156,7 @@ class Bench:
             [s.latency_s for s in seen],
             wall,
             pending_to_running_ms=latency_summary(to_running)["mean_ms"],
-            worker_phases_ms=_phase_means(before, await worker.histograms()),
+            worker_phases_ms=_phase_means(before, await histograms(worker)),
             cpu_ms_per_job=cpu_per_job,
         )
 

@@ -2,32 +2,27 @@
 
 `Topics` reads pending, running and finished without a consumer group and keeps, per job id, the
 broker timestamps of its records (CreateTime, set by each producer at send time) and when the
-bench saw its `finished`. `WorkerProcess` starts `python -m dsw worker` with WORKER_* variables,
-waits for /readyz, and reads its RSS from /proc and its Prometheus histograms from /metrics.
+bench saw its `finished`. The worker process is the tests' (`tests.workers.run_worker`); here its
+RSS is read from /proc and its Prometheus histograms from /metrics.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 import trio
 
-from dsw.config import Settings, environment_of
 from dsw.kafka import Kafka, Reader, Record
+from tests.workers import WorkerProcess, job
 
 # The worker's histograms whose mean per phase says where its time goes.
 HISTOGRAMS = (
@@ -39,12 +34,6 @@ HISTOGRAMS = (
     "dsw_job_end_to_end_seconds",
 )
 _SAMPLE = re.compile(r"^(\w+?)_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -110,10 +99,7 @@ class Topics:
 
 
 def job_value(job_id: str, script: str, **config: Any) -> bytes:
-    body: dict[str, Any] = {"jobId": job_id, "script": script}
-    if config:
-        body["jobConfig"] = config
-    return json.dumps(body).encode()
+    return job(script, job_id, **config)[1]
 
 
 def pids_named(*names: str) -> list[int]:
@@ -149,41 +135,34 @@ def _kib(pid: int, key: str) -> int:
     return 0
 
 
-@dataclass
-class WorkerProcess:
-    settings: Settings
-    process: trio.Process
-    started_s: float = 0.0  # from exec to /readyz 200
+def rss_kib(worker: WorkerProcess) -> int:
+    return _kib(worker.pid, "VmRSS")
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
 
-    def rss_kib(self) -> int:
-        return _kib(self.pid, "VmRSS")
+def hwm_kib(worker: WorkerProcess) -> int:
+    return _kib(worker.pid, "VmHWM")
 
-    def hwm_kib(self) -> int:
-        return _kib(self.pid, "VmHWM")
 
-    def reset_hwm(self) -> bool:
-        """Reset the kernel's peak-RSS mark (VmHWM) of the worker; False where not allowed."""
-        try:
-            Path(f"/proc/{self.pid}/clear_refs").write_text("5")
-        except OSError:
-            return False
-        return True
+def reset_hwm(worker: WorkerProcess) -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of the worker; False where not allowed."""
+    try:
+        Path(f"/proc/{worker.pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
-    async def histograms(self) -> dict[str, tuple[float, float]]:
-        """(sum, count) of each of HISTOGRAMS, from the worker's /metrics."""
-        url = f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
-        async with httpx.AsyncClient(timeout=5) as http:
-            text = (await http.get(url)).text
-        found: dict[str, list[float]] = {name: [0.0, 0.0] for name in HISTOGRAMS}
-        for line in text.splitlines():
-            match = _SAMPLE.match(line)
-            if match and match[1] in found:
-                found[match[1]][0 if match[2] == "sum" else 1] += float(match[3])
-        return {name: (total, count) for name, (total, count) in found.items()}
+
+async def histograms(worker: WorkerProcess) -> dict[str, tuple[float, float]]:
+    """(sum, count) of each of HISTOGRAMS, from the worker's /metrics."""
+    url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
+    async with httpx.AsyncClient(timeout=5) as http:
+        text = (await http.get(url)).text
+    found: dict[str, list[float]] = {name: [0.0, 0.0] for name in HISTOGRAMS}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match and match[1] in found:
+            found[match[1]][0 if match[2] == "sum" else 1] += float(match[3])
+    return {name: (total, count) for name, (total, count) in found.items()}
 
 
 class RssWindow:
@@ -197,68 +176,21 @@ class RssWindow:
 
     async def sample(self, every_s: float = 0.02) -> None:
         while True:
-            self.peak_kib = max(self.peak_kib, self.worker.rss_kib())
+            self.peak_kib = max(self.peak_kib, rss_kib(self.worker))
             self.samples += 1
             await trio.sleep(every_s)
 
     @asynccontextmanager
     async def open(self) -> AsyncIterator[RssWindow]:
-        reset = self.worker.reset_hwm()
+        reset = reset_hwm(self.worker)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.sample)
             yield self
             nursery.cancel_scope.cancel()
-        self.peak_kib = max(self.peak_kib, self.worker.rss_kib())
+        self.peak_kib = max(self.peak_kib, rss_kib(self.worker))
         if reset:
-            self.hwm_kib = self.worker.hwm_kib()
+            self.hwm_kib = hwm_kib(self.worker)
 
     @property
     def peak_mib(self) -> float:
         return max(self.peak_kib, self.hwm_kib or 0) / 1024
-
-
-async def _ready(port: int, process: trio.Process, timeout_s: float) -> None:
-    url = f"http://127.0.0.1:{port}/readyz"
-    async with httpx.AsyncClient(timeout=2) as http:
-        with trio.fail_after(timeout_s):
-            while True:
-                if process.returncode is not None:
-                    raise RuntimeError(f"the worker exited with {process.returncode} at start-up")
-                try:
-                    if (await http.get(url)).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.05)
-
-
-@asynccontextmanager
-async def run_worker(
-    settings: Settings, log: BinaryIO, command: list[str] | None = None
-) -> AsyncIterator[WorkerProcess]:
-    """A `dsw worker` subprocess (or `command`) logging to `log`, ready; drained with SIGTERM at
-    exit."""
-    async with trio.open_nursery() as nursery:
-        start = functools.partial(
-            trio.run_process,
-            command or [sys.executable, "-m", "dsw", "worker"],
-            env=environment_of(settings),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-        t0 = time.perf_counter()
-        process = await nursery.start(start)
-        worker = WorkerProcess(settings, process)
-        try:
-            await _ready(settings.metrics_port, process, timeout_s=120)
-            worker.started_s = time.perf_counter() - t0
-            yield worker
-        finally:
-            with trio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                with trio.move_on_after(settings.drain_timeout_s + 10):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()

@@ -2,38 +2,42 @@
 
 dsw worker          serve jobs from Kafka (settings from WORKER_* variables)
 dsw run PATH        run one script in a sandbox, no Kafka
+dsw submit PATH...  publish scripts as jobs and wait for their outcomes
 dsw reap            remove orphaned sandbox containers
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
-import uuid
 from pathlib import Path
 
 import trio
 
-from dsw import __version__
+from dsw import __version__, exit_codes, outcomes
 from dsw.config import Settings, describe, load_settings
-from dsw.container_spec import JobLimits
 from dsw.docker import open_docker
 from dsw.errors import DswError
+from dsw.job_files import jobs_from_files
 from dsw.log import setup_logging
-from dsw.messages import Finished, ScriptResults, Status, fit
+from dsw.messages import FinishedWith, fit
 from dsw.preflight import preflight
 from dsw.reaper import reap
-from dsw.sandbox import FinishedWith, ScriptOutcome, ScriptRequest, run_script
+from dsw.sandbox import ScriptOutcome, run_script
 from dsw.sandbox_types import load_sandbox_type
 
-EXIT_CODES = {
-    FinishedWith.SUCCEEDED: 0,
-    FinishedWith.FAILED: 1,
-    FinishedWith.TIME_LIMIT_EXCEEDED: 124,
-}
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--nuget-config", type=Path, help="NuGet.Config to put beside the script")
     run.add_argument("--stdin", type=Path, help="file fed to the script's standard input")
-    run.add_argument("--timeout", type=float, help="time limit in seconds (default: the worker's)")
+    run.add_argument(
+        "--timeout", type=_seconds, help="time limit in seconds (default: the worker's)"
+    )
     run.add_argument(
         "--json", action="store_true", help="print the result as `finished` carries it"
     )
@@ -71,9 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("paths", nargs="+", metavar="PATH", help="scripts; - reads one from stdin")
     submit.add_argument("--sandbox", help="sandbox type (default: as for `dsw run`)")
-    submit.add_argument("--nuget-config", help="NuGet.Config sent with every job")
-    submit.add_argument("--stdin", help="file fed to every script's standard input")
-    submit.add_argument("--timeout", type=float, help="give up waiting after S seconds (exit 2)")
+    submit.add_argument("--nuget-config", type=Path, help="NuGet.Config sent with every job")
+    submit.add_argument("--stdin", type=Path, help="file fed to every script's standard input")
+    submit.add_argument("--timeout", type=_seconds, help="give up waiting after S seconds (exit 2)")
     submit.add_argument("--no-wait", action="store_true", help="publish, print the job ids, exit")
     submit.add_argument("--json", action="store_true", help="one `finished` JSON line per job")
 
@@ -87,25 +93,24 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except DswError as exc:
         print(f"dsw: invalid setting: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     setup_logging(settings.log_format, settings.log_level)
-    code = EXIT_USAGE
     try:
         if args.command == "run":
-            code = trio.run(_run_command, settings, args)
-        elif args.command == "reap":
-            code = trio.run(_reap_command, settings)
-        elif args.command == "submit":
-            code = trio.run(_submit_command, settings, args)
-        else:
-            # Imported here: `dsw run` and `dsw reap` need neither aiokafka nor trio-asyncio.
-            from dsw.app import serve_worker
+            return trio.run(_run_command, settings, args)
+        if args.command == "reap":
+            return trio.run(_reap_command, settings)
+        if args.command == "submit":
+            return trio.run(_submit_command, settings, args)
+        # Imported here: `dsw run` and `dsw reap` need neither aiokafka nor trio-asyncio.
+        from dsw.app import serve_worker
 
-            code = trio.run(serve_worker, settings)
+        trio.run(serve_worker, settings)
+        return exit_codes.SUCCEEDED
     except* DswError as group:
         for error in _leaves(group):
             print(f"dsw: {error}", file=sys.stderr)
-    return code
+    return exit_codes.USAGE
 
 
 def _leaves(group: BaseExceptionGroup[DswError]) -> list[DswError]:
@@ -115,49 +120,34 @@ def _leaves(group: BaseExceptionGroup[DswError]) -> list[DswError]:
     return found
 
 
-def _default_sandbox(settings: Settings, path: Path) -> str:
-    return "linux-amd64-shell" if path.suffix == ".sh" else settings.runner_types[0]
+def default_sandbox(settings: Settings, path: str) -> str:
+    return "linux-amd64-shell" if path.endswith(".sh") else settings.runner_types[0]
 
 
 async def _run_command(settings: Settings, args: argparse.Namespace) -> int:
     sandbox = load_sandbox_type(
-        settings.sandbox_dir, args.sandbox or _default_sandbox(settings, args.path)
+        settings.sandbox_dir, args.sandbox or default_sandbox(settings, str(args.path))
     )
-    try:
-        script = (
-            args.path.read_text(encoding="utf-8") if str(args.path) != "-" else sys.stdin.read()
-        )
-        nuget = args.nuget_config.read_text(encoding="utf-8") if args.nuget_config else None
-        stdin = args.stdin.read_text(encoding="utf-8") if args.stdin else None
-    except OSError as exc:
-        print(f"dsw run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    timeout_s = args.timeout or settings.job_timeout_s
-    request = ScriptRequest(
-        job_id=str(uuid.uuid4()),
-        sandbox=sandbox,
-        script=script,
-        nuget_config=nuget,
-        stdin=stdin,
-        limits=JobLimits(timeout_s=timeout_s, memory_bytes=settings.memory_bytes),
+    # The worker's own checks and limits: what it would reject is refused here (exit 2).
+    [(_, _, job)] = jobs_from_files(
+        [str(args.path)],
+        settings,
+        nuget_config=args.nuget_config,
+        stdin=args.stdin,
+        timeout_s=args.timeout,
     )
     outcome: ScriptOutcome | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
         async with open_docker(settings) as docker:
             await preflight(docker, settings, sandbox)
-            outcome = await run_script(docker, settings, request)
+            outcome = await run_script(docker, settings, job.request(sandbox))
         nursery.cancel_scope.cancel(reason="done")
     if outcome is None:
         print("dsw run: interrupted; the container was removed", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exit_codes.INTERRUPTED
     if args.json:
-        finished = Finished(
-            job_id=request.job_id,
-            status=Status.ACCEPTED,
-            script_results=ScriptResults.of(outcome),
-            worker_id=settings.worker_id,
-        )
+        finished = outcomes.accepted(job.job_id, outcome, settings.worker_id)
         print(fit(finished, settings.max_message_bytes).decode())
     else:
         sys.stdout.write(outcome.stdout)
@@ -169,7 +159,7 @@ async def _run_command(settings: Settings, args: argparse.Namespace) -> int:
                 f"{', output limit exceeded' if outcome.output_limit_exceeded else ''})",
                 file=sys.stderr,
             )
-    return EXIT_CODES[outcome.finished_with]
+    return exit_codes.OF_OUTCOME[outcome.finished_with]
 
 
 async def _cancel_on_signal(scope: trio.CancelScope) -> None:
@@ -184,7 +174,7 @@ async def _submit_command(settings: Settings, args: argparse.Namespace) -> int:
 
     options = SubmitOptions(
         paths=args.paths,
-        sandbox=args.sandbox or _default_sandbox(settings, Path(args.paths[0])),
+        sandbox=args.sandbox or default_sandbox(settings, args.paths[0]),
         nuget_config=args.nuget_config,
         stdin=args.stdin,
         timeout_s=args.timeout,
@@ -198,4 +188,4 @@ async def _reap_command(settings: Settings) -> int:
     async with open_docker(settings) as docker:
         removed = await reap(docker, settings)
     print(f"dsw reap: removed {removed} container(s)")
-    return 0
+    return exit_codes.SUCCEEDED

@@ -144,11 +144,19 @@ def default_worker_id() -> str:
     return _worker_id
 
 
-def _parse_size(variable: str, text: str) -> int:
+def parse_size(text: str) -> int:
+    """Bytes of `1048576`, `256k`, `64m`, `1g` (binary units); ValueError otherwise."""
     match = _SIZE.match(text)
     if not match:
-        raise ConfigError(variable, f"not a size: {text!r} (e.g. 1048576, 256k, 1g)")
+        raise ValueError(f"not a size: {text!r} (e.g. 1048576, 256k, 1g)")
     return int(match[1]) * _UNITS[match[2].lower()]
+
+
+def unix_socket_path(docker_host: str) -> str | None:
+    """The socket of a `unix:///path` (or the original's `unix:/path`) address; None for TCP."""
+    if not docker_host.startswith("unix:"):
+        return None
+    return "/" + docker_host.removeprefix("unix:").lstrip("/")
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -165,7 +173,10 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if text is None:
             continue
         if field.name.endswith("_bytes"):
-            raw[field.name] = _parse_size(variable, text)
+            try:
+                raw[field.name] = parse_size(text)
+            except ValueError as exc:
+                raise ConfigError(variable, str(exc)) from None
         elif _is_list(field.type):
             raw[field.name] = [part.strip() for part in text.split(",") if part.strip()]
         else:

@@ -13,7 +13,7 @@ import trio
 
 from dsw.backoff import Backoff
 from dsw.docker.client import DockerClient
-from dsw.errors import DockerError
+from dsw.errors import DockerError, DockerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +52,19 @@ class DockerHealth:
             with trio.move_on_after(CHECK_EVERY_S if self.healthy else backoff.next_s):
                 await self._down.wait()
             try:
-                with trio.fail_after(CHECK_EVERY_S):
-                    await docker.ping()
-            except (DockerError, trio.TooSlowError) as exc:
-                error = (
-                    exc
-                    if isinstance(exc, DockerError)
-                    else DockerError("GET /_ping", None, "timed out")
-                )
-                self.failed(error)
+                await ping(docker)
+            except DockerError as exc:
+                self.failed(exc)
                 await backoff.sleep()
                 continue
             backoff.reset()
             self.recovered()
+
+
+async def ping(docker: DockerClient) -> None:
+    """DockerUnavailable unless the daemon answers within CHECK_EVERY_S (a daemon that accepts
+    the connection but never answers is as good as gone)."""
+    with trio.move_on_after(CHECK_EVERY_S):
+        await docker.ping()
+        return
+    raise DockerUnavailable("GET /_ping", f"no answer within {CHECK_EVERY_S:g} s")

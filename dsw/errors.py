@@ -3,6 +3,8 @@
     DswError
     ├── ConfigError            a setting has an invalid value (names the variable)
     ├── InvalidJobId           a job id is not a UUID; refused before any Docker call
+    ├── UnreadableMessage      a Kafka record is not JSON that can be read
+    ├── InvalidInput           a file given to dsw run/submit is unreadable, or its job invalid
     ├── SandboxError           a sandbox type cannot serve jobs
     │   ├── UnknownSandboxType no sandbox/<type>/sandbox.toml
     │   ├── ImageMissing       the type's image is neither present nor pullable
@@ -14,7 +16,9 @@
         ├── NotFound           404
         └── Conflict           409
 
-The worker's own Kafka failures stay aiokafka's exceptions inside `dsw.kafka`, which retries them.
+No dependency's own exceptions leave the module that wraps it: httpx's become DockerError in
+`dsw.docker.client`, aiokafka's are retried inside `dsw.kafka` (producer, consumers) or become
+KafkaUnavailable (readers, admin calls), msgspec's become UnreadableMessage in `dsw.messages`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ class InvalidJobId(DswError):
     def __init__(self, job_id: object) -> None:
         super().__init__(f"job id is not a UUID: {job_id!r:.80}")
         self.job_id = job_id
+
+
+class UnreadableMessage(DswError):
+    pass
+
+
+class InvalidInput(DswError):
+    pass
 
 
 class KafkaUnavailable(DswError):

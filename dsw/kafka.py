@@ -3,14 +3,16 @@
 `open_kafka` opens the asyncio loop and the idempotent producer (acks=all). `publish` retries
 until the broker acknowledges, backing off from 100 ms to 10 s as the original did, so a result is
 never dropped while Kafka is away. Consumers commit manually, pause and resume partitions for flow
-control, and report rebalances to the caller. No aiokafka type leaves this module.
+control, and report rebalances to the caller. No aiokafka type or exception leaves this module:
+the worker's producer and consumers retry, readers and admin calls raise KafkaUnavailable (the one
+mapping is `_translated`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import msgspec
@@ -43,6 +45,23 @@ class Record(msgspec.Struct, frozen=True):
 
 def _aio(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     return trio_asyncio.aio_as_trio(function)  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """aiokafka's errors as KafkaUnavailable, for the calls that do not retry by themselves."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise KafkaUnavailable(f"{what}: {exc!r}") from exc
+
+
+def _records(batches: dict[Any, list[Any]]) -> list[Record]:
+    return [
+        Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ()))
+        for records in batches.values()
+        for r in records
+    ]
 
 
 class Kafka:
@@ -165,13 +184,7 @@ class Consumer:
             self._kafka.trouble("fetch", exc, timeout_s)
             await trio.sleep(timeout_s)
             return []
-        return [
-            Record(
-                r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ())
-            )
-            for records in batches.values()
-            for r in records
-        ]
+        return _records(batches)
 
     async def commit(self) -> bool:
         """Commit the tracker's finished positions of assigned partitions; False if refused."""
@@ -199,14 +212,10 @@ class Reader:
         self._consumer = consumer
 
     async def take(self, timeout_s: float) -> list[Record]:
-        batches = await _aio(self._consumer.getmany)(timeout_ms=int(timeout_s * 1000))
-        return [
-            Record(
-                r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ())
-            )
-            for records in batches.values()
-            for r in records
-        ]
+        """What arrived within `timeout_s`; KafkaUnavailable when the fetch fails."""
+        with _translated("fetch"):
+            batches = await _aio(self._consumer.getmany)(timeout_ms=int(timeout_s * 1000))
+        return _records(batches)
 
 
 @asynccontextmanager
@@ -214,7 +223,7 @@ async def open_reader(
     kafka: Kafka, topics: Iterable[str], from_beginning: bool = False
 ) -> AsyncIterator[Reader]:
     """Every partition of `topics`, from the beginning or from now on; no offsets are committed.
-    Needs the topics to exist (see `create_topics`)."""
+    Needs the topics to exist (see `create_topics`). Raises KafkaUnavailable."""
     settings = kafka.settings
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_broker_url,
@@ -222,15 +231,17 @@ async def open_reader(
         request_timeout_ms=int(settings.kafka_timeout_s * 1000),
         max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
     )
-    await _aio(consumer.start)()
+    with _translated(f"reader of {settings.kafka_broker_url}"):
+        await _aio(consumer.start)()
     try:
-        partitions = await _partitions_of(kafka, list(topics))
-        consumer.assign(partitions)
-        seek = consumer.seek_to_beginning if from_beginning else consumer.seek_to_end
-        await _aio(seek)(*partitions)
-        # Resolve the positions now, so that "from now on" means before the caller publishes.
-        for partition in partitions:
-            await _aio(consumer.position)(partition)
+        with _translated(f"reader of {settings.kafka_broker_url}"):
+            partitions = await _partitions_of(kafka, list(topics))
+            consumer.assign(partitions)
+            seek = consumer.seek_to_beginning if from_beginning else consumer.seek_to_end
+            await _aio(seek)(*partitions)
+            # Resolve the positions now, so that "from now on" means before the caller publishes.
+            for partition in partitions:
+                await _aio(consumer.position)(partition)
         yield Reader(consumer)
     finally:
         with trio.move_on_after(settings.kafka_timeout_s, shield=True):
@@ -241,10 +252,8 @@ async def _partitions_of(kafka: Kafka, topics: list[str]) -> list[TopicPartition
     """Every partition of `topics`; the producer's metadata waits for new topics to appear."""
     partitions = []
     for topic in topics:
-        try:
+        with _translated(f"no partitions of {topic}"):
             found = await _aio(kafka._producer.partitions_for)(topic)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"no partitions of {topic}: {exc!r}") from exc
         partitions += [TopicPartition(topic, p) for p in sorted(found)]
     return partitions
 
@@ -295,28 +304,31 @@ async def open_kafka(settings: Settings) -> AsyncIterator[Kafka]:
                 await _aio(producer.stop)()
 
 
+@asynccontextmanager
+async def _open_admin(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """An admin client; KafkaUnavailable for what fails inside."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    with _translated(f"admin client of {bootstrap}"):
+        await _aio(admin.start)()
+        try:
+            yield admin
+        finally:
+            with trio.move_on_after(10, shield=True):
+                await _aio(admin.close)()
+
+
 async def delete_topics(bootstrap: str, prefix: str) -> None:
     """Delete every topic whose name starts with `prefix` (tests clean up after themselves)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await _aio(admin.start)()
-    try:
+    async with _open_admin(bootstrap) as admin:
         names = [t for t in await _aio(admin.list_topics)() if t.startswith(prefix)]
         if names:
             await _aio(admin.delete_topics)(names)
-    finally:
-        with trio.move_on_after(10, shield=True):
-            await _aio(admin.close)()
 
 
 async def committed_positions(bootstrap: str, group: str) -> dict[Partition, int]:
     """The positions `group` has committed (for `dsw` tests and operators' checks)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await _aio(admin.start)()
-    try:
+    async with _open_admin(bootstrap) as admin:
         offsets = await _aio(admin.list_consumer_group_offsets)(group)
-    finally:
-        with trio.move_on_after(10, shield=True):
-            await _aio(admin.close)()
     return {
         (tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta.offset >= 0
     }
@@ -325,9 +337,7 @@ async def committed_positions(bootstrap: str, group: str) -> dict[Partition, int
 async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) -> None:
     """Create topics that do not exist yet (tests, `dsw submit`, local setups). Needs open_kafka's
     loop or its own: it runs in the current trio-asyncio loop."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await _aio(admin.start)()
-    try:
+    async with _open_admin(bootstrap) as admin:
         for topic in topics:
             try:
                 await _aio(admin.create_topics)(
@@ -335,6 +345,3 @@ async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int =
                 )
             except TopicAlreadyExistsError:
                 pass
-    finally:
-        with trio.move_on_after(10, shield=True):
-            await _aio(admin.close)()

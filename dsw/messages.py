@@ -2,18 +2,22 @@
 
 Field names, enum spellings and optional fields are the original's (JSON, UTF-8, camelCase, key =
 job id). Incoming jobs ignore unknown fields; new fields are optional and default-valued, so the
-original's messages keep working both ways. Encoders and decoders are made once.
+original's messages keep working both ways. Encoders and decoders are made once. This module is a
+leaf: it knows nothing of dsw but the wire.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from dsw.sandbox import FinishedWith, ScriptOutcome
+from dsw.errors import InvalidJobId, UnreadableMessage
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 class Wire(msgspec.Struct, rename="camel", kw_only=True):
@@ -32,7 +36,7 @@ class Job(Wire):
     """On `pending-<type>`."""
 
     job_id: str
-    script: str  # not blank: checked by dsw.jobs, which says so in the rejection
+    script: str  # not blank: checked by dsw.intake, which says so in the rejection
     job_config: JobConfig | None = None
 
 
@@ -42,9 +46,15 @@ class Running(Wire):
     job_id: str
 
 
-class Status(enum.Enum):
+class JobStatus(enum.Enum):
     ACCEPTED = "ACCEPTED"
     REJECTED = "REJECTED"
+
+
+class FinishedWith(enum.Enum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"
 
 
 class ScriptResults(Wire):
@@ -60,27 +70,12 @@ class ScriptResults(Wire):
     output_limit_exceeded: bool = False
     peak_memory_bytes: int | None = None
 
-    @classmethod
-    def of(cls, outcome: ScriptOutcome) -> ScriptResults:
-        return cls(
-            finished_with=outcome.finished_with,
-            stdout=outcome.stdout,
-            stderr=outcome.stderr,
-            exit_code=outcome.exit_code,
-            duration_seconds=outcome.duration_s,
-            oom_killed=outcome.oom_killed,
-            stdout_truncated=outcome.stdout_truncated,
-            stderr_truncated=outcome.stderr_truncated,
-            output_limit_exceeded=outcome.output_limit_exceeded,
-            peak_memory_bytes=outcome.peak_memory_bytes,
-        )
-
 
 class Finished(Wire, omit_defaults=True):
     """On `finished`. `scriptResults` is absent for REJECTED, as in the original."""
 
     job_id: str
-    status: Status
+    status: JobStatus
     script_results: ScriptResults | None = None
     # Beyond the original.
     rejection_reason: str | None = None
@@ -89,7 +84,6 @@ class Finished(Wire, omit_defaults=True):
 
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
-_job_decoder = msgspec.json.Decoder(Job)
 
 
 def encode(message: Wire) -> bytes:
@@ -97,12 +91,20 @@ def encode(message: Wire) -> bytes:
 
 
 def decode_json(data: bytes) -> Any:
-    """Raises msgspec.DecodeError when `data` is not JSON."""
-    return _any_decoder.decode(data)
+    """Raises UnreadableMessage when `data` is not JSON that Python can hold."""
+    try:
+        return _any_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        # msgspec raises RecursionError for nesting deeper than the interpreter's stack allows.
+        raise UnreadableMessage(f"not JSON: {exc}") from exc
 
 
-def decode_job(data: bytes) -> Job:
-    return _job_decoder.decode(data)
+def validate_job_id(job_id: object) -> str:
+    """The job id if it is exactly a UUID in text form; InvalidJobId otherwise. Job ids name
+    containers and appear in logs, so nothing else gets past this."""
+    if not isinstance(job_id, str) or not _UUID.fullmatch(job_id):
+        raise InvalidJobId(job_id)
+    return job_id
 
 
 def _encoded_len(text: str) -> int:

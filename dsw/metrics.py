@@ -1,4 +1,4 @@
-"""Prometheus metrics of the worker. Names are documented in the README's metrics table."""
+"""Prometheus metrics of the worker. Each is documented in docs/operations.md (a test checks)."""
 
 from __future__ import annotations
 

@@ -56,10 +56,6 @@ class OffsetTracker:
             state.running.discard(offset)
             state.done.add(offset)
 
-    def running(self, partition: Partition) -> int:
-        state = self._partitions.get(partition)
-        return len(state.running) if state else 0
-
     def to_commit(self, partitions: Iterable[Partition] | None = None) -> dict[Partition, int]:
         """Positions (next offset to read) that moved past what was last committed."""
         chosen = self._partitions if partitions is None else partitions

@@ -8,10 +8,8 @@ that fails is logged and left to the reaper, never raised over the result.
 
 from __future__ import annotations
 
-import enum
 import io
 import logging
-import re
 import tarfile
 import time
 from collections.abc import Callable
@@ -32,28 +30,16 @@ from dsw.container_spec import (
 )
 from dsw.docker.client import DockerClient
 from dsw.docker.logs import STDERR, STDOUT, CappedOutput, FrameParser
-from dsw.errors import (
-    Conflict,
-    DockerError,
-    DockerUnavailable,
-    InvalidJobId,
-    LimitsNotEnforced,
-    NotFound,
-)
+from dsw.errors import Conflict, DockerError, DockerUnavailable, LimitsNotEnforced, NotFound
+from dsw.messages import FinishedWith, validate_job_id
+from dsw.nursery import open_nursery
 from dsw.reaper import orphan_reason
 from dsw.sandbox_types import SandboxType
 
 log = logging.getLogger(__name__)
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 # After the container has exited its output stream ends by itself; this bounds a stuck daemon.
 LOG_DRAIN_S = 10.0
-
-
-class FinishedWith(enum.Enum):
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"
 
 
 class ScriptRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,13 +64,6 @@ class ScriptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     stderr_truncated: bool = False
     output_limit_exceeded: bool = False
     peak_memory_bytes: int | None = None
-
-
-def validate_job_id(job_id: object) -> str:
-    """The job id if it is a UUID in text form; InvalidJobId otherwise (before any Docker call)."""
-    if not isinstance(job_id, str) or not _UUID.match(job_id):
-        raise InvalidJobId(job_id)
-    return job_id
 
 
 def container_name(job_id: str) -> str:
@@ -217,28 +196,22 @@ async def _start_and_wait(
     on_started: Callable[[], None] | None,
 ) -> ScriptOutcome:
     run = _Run(settings)
-    # Errors are carried out of the nursery by hand, so callers see DockerError, not a group.
-    error: DockerError | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            await nursery.start(_collect_output, docker, container, run)
-            with metrics.container_start.time():
-                await docker.container_start(container)
-            started = trio.current_time()
-            if on_started is not None:
-                on_started()
-            nursery.start_soon(_sample_memory, docker, container, run)
-            exit_code, timed_out = await _wait_for_exit(docker, settings, request, container)
-            duration_s = trio.current_time() - started
-            metrics.container_run.observe(duration_s)
-            with trio.move_on_after(LOG_DRAIN_S):
-                await run.logs_done.wait()
-        except DockerError as exc:
-            error = exc
+    async with open_nursery() as nursery:
+        await nursery.start(_collect_output, docker, container, run)
+        with metrics.container_start.time():
+            await docker.container_start(container)
+        started = trio.current_time()
+        if on_started is not None:
+            on_started()
+        nursery.start_soon(_sample_memory, docker, container, run)
+        exit_code, timed_out = await _wait_for_exit(docker, settings, request, container)
+        duration_s = trio.current_time() - started
+        metrics.container_run.observe(duration_s)
+        with trio.move_on_after(LOG_DRAIN_S):
+            await run.logs_done.wait()
         nursery.cancel_scope.cancel(reason="container exited")
-    error = error or run.logs_error
-    if error is not None:
-        raise error
+    if run.logs_error is not None:
+        raise run.logs_error
     state = (await docker.container_inspect(container)).get("State", {})
     if timed_out:
         finished_with = FinishedWith.TIME_LIMIT_EXCEEDED

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from dsw.config import Settings
 from dsw.docker_health import DockerHealth
+from dsw.drain import Drain
 from dsw.errors import ConfigError, DockerError
 
 if TYPE_CHECKING:
@@ -27,12 +28,12 @@ _READ_TIMEOUT_S = 5.0
 _CHECK_TIMEOUT_S = 2.0
 
 
-class Status:
-    """What the health endpoints look at; filled in by the app as its parts start."""
+class Readiness:
+    """What /readyz looks at; filled in by the app as its parts start."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, drain: Drain) -> None:
         self.settings = settings
-        self.draining = False
+        self.drain = drain
         self.docker: DockerClient | None = None
         self.docker_health: DockerHealth | None = None
         self.kafka: Kafka | None = None
@@ -41,7 +42,7 @@ class Status:
 
     async def problems(self) -> list[str]:
         found = []
-        if self.draining:
+        if self.drain.stopping.is_set():
             found.append("draining")
         if self.docker is None or self.docker_health is None:
             found.append("starting: Docker not checked yet")
@@ -71,7 +72,7 @@ class Status:
 
 async def serve_status(
     settings: Settings,
-    status: Status,
+    readiness: Readiness,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -81,7 +82,7 @@ async def serve_status(
         try:
             with trio.move_on_after(_READ_TIMEOUT_S):
                 request = await _read_head(stream)
-                code, content_type, body = await _route(request, status)
+                code, content_type, body = await _route(request, readiness)
                 head = (
                     f"HTTP/1.1 {code}\r\nContent-Type: {content_type}\r\n"
                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -115,7 +116,7 @@ async def _read_head(stream: trio.SocketStream) -> str:
     return data.split(b"\r\n", 1)[0].decode("latin-1")
 
 
-async def _route(request_line: str, status: Status) -> tuple[str, str, bytes]:
+async def _route(request_line: str, readiness: Readiness) -> tuple[str, str, bytes]:
     parts = request_line.split()
     path = parts[1].split("?")[0] if len(parts) >= 2 else ""
     if path == "/metrics":
@@ -123,7 +124,7 @@ async def _route(request_line: str, status: Status) -> tuple[str, str, bytes]:
     if path == "/healthz":
         return "200 OK", "text/plain", b"ok\n"
     if path == "/readyz":
-        problems = await status.problems()
+        problems = await readiness.problems()
         if problems:
             return "503 Service Unavailable", "text/plain", ("\n".join(problems) + "\n").encode()
         return "200 OK", "text/plain", b"ready\n"

@@ -11,7 +11,6 @@ import enum
 import json
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,16 +20,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from dsw import exit_codes
 from dsw.config import Settings
+from dsw.job_files import jobs_from_files
 from dsw.kafka import Kafka, Reader, create_topics, open_kafka, open_reader
-from dsw.messages import Finished, Job, JobConfig, Running, Status, encode
-from dsw.sandbox import FinishedWith
-
-EXIT_SUCCEEDED = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_REJECTED = 3
-EXIT_TIME_LIMIT = 124
+from dsw.messages import Finished, FinishedWith, JobStatus, Running
 
 
 class State(enum.Enum):
@@ -44,7 +38,8 @@ class Submission:
     """One job this command published, and what came back for it."""
 
     name: str
-    job: Job
+    job_id: str
+    message: bytes
     published_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -55,7 +50,7 @@ class Submission:
     def outcome(self) -> str:
         if self.finished is None:
             return self.state.value
-        if self.finished.status is Status.REJECTED or self.finished.script_results is None:
+        if self.finished.status is JobStatus.REJECTED or self.finished.script_results is None:
             return "REJECTED"
         return self.finished.script_results.finished_with.value
 
@@ -67,8 +62,8 @@ class Submission:
 class SubmitOptions:
     paths: list[str]
     sandbox: str
-    nuget_config: str | None = None
-    stdin: str | None = None
+    nuget_config: Path | None = None
+    stdin: Path | None = None
     timeout_s: float | None = None
     wait: bool = True
     json_lines: bool = False
@@ -78,45 +73,37 @@ def exit_code(submissions: list[Submission]) -> int:
     """3 if any was REJECTED, else 124 if any hit the time limit, else 1 if any FAILED, else 0."""
     outcomes = {s.outcome() for s in submissions}
     if "REJECTED" in outcomes:
-        return EXIT_REJECTED
+        return exit_codes.REJECTED
     if FinishedWith.TIME_LIMIT_EXCEEDED.value in outcomes:
-        return EXIT_TIME_LIMIT
+        return exit_codes.TIME_LIMIT
     if outcomes - {FinishedWith.SUCCEEDED.value}:
-        return EXIT_FAILED
-    return EXIT_SUCCEEDED
-
-
-def read_scripts(options: SubmitOptions) -> list[Submission]:
-    """One job per path (`-` is stdin) with a fresh UUID. Raises OSError for unreadable files."""
-    nuget = Path(options.nuget_config).read_text(encoding="utf-8") if options.nuget_config else None
-    stdin = Path(options.stdin).read_text(encoding="utf-8") if options.stdin else None
-    config = JobConfig(nuget_config_xml=nuget, stdin=stdin) if nuget or stdin is not None else None
-    submissions = []
-    for path in options.paths:
-        script = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-        job = Job(job_id=str(uuid.uuid4()), script=script, job_config=config)
-        submissions.append(Submission(name=path, job=job))
-    return submissions
+        return exit_codes.FAILED
+    return exit_codes.SUCCEEDED
 
 
 async def submit(settings: Settings, options: SubmitOptions) -> int:
-    """Publish, then wait (unless --no-wait) within options.timeout_s; returns the exit code."""
-    try:
-        submissions = read_scripts(options)
-    except OSError as exc:
-        print(f"dsw submit: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    """Check every job as the worker would (InvalidInput before anything is published), publish,
+    then wait (unless --no-wait) within options.timeout_s; returns the exit code."""
+    jobs = jobs_from_files(
+        options.paths, settings, nuget_config=options.nuget_config, stdin=options.stdin
+    )
+    submissions = [
+        Submission(
+            name=job.path, job_id=job.accepted.job_id, message=msgspec.json.encode(job.value)
+        )
+        for job in jobs
+    ]
     topic = settings.pending_topic_prefix + options.sandbox
     async with open_kafka(settings) as kafka:
         if not options.wait:
             await _publish_all(kafka, topic, submissions)
             for s in submissions:
                 print(
-                    s.job.job_id
+                    s.job_id
                     if not options.json_lines
-                    else json.dumps({"jobId": s.job.job_id, "path": s.name})
+                    else json.dumps({"jobId": s.job_id, "path": s.name})
                 )
-            return EXIT_SUCCEEDED
+            return exit_codes.SUCCEEDED
         await create_topics(
             settings.kafka_broker_url, [settings.running_topic, settings.finished_topic]
         )
@@ -131,21 +118,21 @@ async def submit(settings: Settings, options: SubmitOptions) -> int:
             f"dsw submit: timed out after {options.timeout_s:g} s waiting for {waiting} job(s)",
             file=sys.stderr,
         )
-        return EXIT_USAGE
+        return exit_codes.USAGE
     return exit_code(submissions)
 
 
 async def _publish_all(kafka: Kafka, topic: str, submissions: list[Submission]) -> None:
     for s in submissions:
         s.published_at = time.monotonic()
-        await kafka.publish(topic, s.job.job_id, encode(s.job))
+        await kafka.publish(topic, s.job_id, s.message)
 
 
 async def _wait_all(
     settings: Settings, options: SubmitOptions, reader: Reader, submissions: list[Submission]
 ) -> bool:
     """Follow `running` and `finished` until every job is done; False if the timeout came first."""
-    by_id = {s.job.job_id: s for s in submissions}
+    by_id = {s.job_id: s for s in submissions}
     progress = _Progress(options, submissions)
     with progress, trio.move_on_after(options.timeout_s or float("inf")):
         while any(s.finished is None for s in submissions):
@@ -199,7 +186,7 @@ class _Progress:
             self.live.__enter__()
         elif not self.quiet:
             for s in self.submissions:
-                print(f"queued   {s.name} job={s.job.job_id}", file=sys.stderr)
+                print(f"queued   {s.name} job={s.job_id}", file=sys.stderr)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -213,7 +200,7 @@ class _Progress:
             elapsed = submission.elapsed_s(time.monotonic())
             state = submission.outcome() if submission.finished else submission.state.value
             print(
-                f"{state:<8} {submission.name} job={submission.job.job_id} elapsed={elapsed:.1f}s",
+                f"{state:<8} {submission.name} job={submission.job_id} elapsed={elapsed:.1f}s",
                 file=sys.stderr,
             )
 
@@ -227,7 +214,7 @@ class _Progress:
         for column in ("script", "job", "state", "elapsed"):
             table.add_column(column)
         for s in self.submissions:
-            table.add_row(s.name, s.job.job_id[:8], s.outcome(), f"{s.elapsed_s(now):.1f}s")
+            table.add_row(s.name, s.job_id[:8], s.outcome(), f"{s.elapsed_s(now):.1f}s")
         return table
 
 
@@ -252,7 +239,7 @@ def _report(options: SubmitOptions, submissions: list[Submission]) -> None:
         results = s.finished.script_results if s.finished else None
         summary.add_row(
             s.name,
-            s.job.job_id,
+            s.job_id,
             s.outcome(),
             "" if results is None or results.exit_code is None else str(results.exit_code),
             ""

@@ -17,7 +17,7 @@ import httpx
 import msgspec
 import pytest
 
-from dsw.config import Settings, load_settings
+from dsw.config import Settings, load_settings, unix_socket_path
 from dsw.container_spec import PROJECT_LABEL, WORKER_LABEL
 from dsw.docker import DockerClient, open_docker
 from dsw.kafka import Kafka, delete_topics, open_kafka
@@ -29,9 +29,9 @@ SANDBOX_IMAGES = ("dsw-sandbox:linux-amd64-shell", "dsw-sandbox:linux-amd64-mono
 
 def _docker_problem(settings: Settings) -> str | None:
     host = settings.docker_host
-    if not host.startswith("unix:"):
+    path = unix_socket_path(host)
+    if path is None:
         return None  # a remote daemon is checked by the first test that uses it
-    path = "/" + host.removeprefix("unix:").lstrip("/")
     try:
         with httpx.Client(transport=httpx.HTTPTransport(uds=path), timeout=5) as http:
             http.get("http://docker/_ping").raise_for_status()

@@ -9,11 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from dsw.config import Settings, environment_of
 from dsw.docker import DockerClient
-from tests.conftest import TEST_SCRIPTS, containers_of
+from tests.conftest import TEST_SCRIPTS, configure, containers_of
 from tests.workers import run_dsw
 
 
@@ -75,3 +76,36 @@ async def test_ctrl_c_removes_the_container(docker: DockerClient, settings: Sett
         with trio.fail_after(30):
             assert await process.wait() == 130
     assert await containers_of(docker, settings.worker_id) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--timeout", "-1"], b"positive number of seconds"),
+        (["--timeout", "nan"], b"positive number of seconds"),
+        (["--timeout", "0"], b"positive number of seconds"),
+        (["--timeout", "1e9"], b"timeoutSeconds over this worker's maximum of 120"),
+        (["--nuget-config", "{tmp}/bad.config"], b"nugetConfigXml is not well-formed XML"),
+        (["--stdin", "{tmp}/missing"], b"cannot read"),
+    ],
+)
+async def test_what_the_worker_would_reject_exits_2_before_any_container(
+    docker: DockerClient, settings: Settings, tmp_path: Path, args: list[str], message: bytes
+) -> None:
+    (tmp_path / "bad.config").write_text("<configuration>")
+    script = str(TEST_SCRIPTS / "hello-world.sh")
+    result = await dsw_run(settings, script, *[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert await containers_of(docker, settings.worker_id) == []
+
+
+async def test_a_script_over_the_worker_s_size_limit_exits_2(
+    docker: DockerClient, settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "big.sh").write_text("echo " + "x" * 2000 + "\n")
+    small = configure(settings, max_script_bytes=1000)
+    result = await dsw_run(small, str(tmp_path / "big.sh"))
+    assert result.returncode == 2
+    assert b"script is over 1000 bytes" in result.stderr

@@ -9,7 +9,7 @@ import uuid
 
 import trio
 
-from dsw.config import Settings
+from dsw.config import Settings, load_settings
 from dsw.container_spec import (
     HOST_LABEL,
     JOB_LABEL,
@@ -18,10 +18,11 @@ from dsw.container_spec import (
     PROJECT_LABEL,
     TYPE_LABEL,
     WORKER_LABEL,
+    lifetime_bound_s,
     pid_namespace,
 )
 from dsw.docker import DockerClient
-from dsw.reaper import reap
+from dsw.reaper import orphan_reason, reap
 
 IMAGE = "dsw-sandbox:linux-amd64-shell"
 
@@ -76,7 +77,7 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
         assert gone not in left
         assert unlabelled not in left
         assert {alive, elsewhere, other_pids, mine_running, stranger} <= left
-        assert removed >= 2
+        assert removed == 2
     finally:
         with trio.move_on_after(30, shield=True):
             for container in (alive, elsewhere, other_pids, mine_running, stranger):
@@ -87,3 +88,29 @@ def _dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+NOW = 1_800_000_000.0
+UNIT = load_settings({}, worker_id="me")
+
+
+def listed(labels: dict[str, str], age_s: float = 120, state: str = "running") -> dict[str, object]:
+    return {"Labels": labels, "Created": NOW - age_s, "State": state}
+
+
+def test_orphan_reasons_of_each_kind() -> None:
+    dead = _dead_pid()
+    mine = dsw_labels("me", os.getpid(), job="job-a")
+    assert orphan_reason(listed(mine), UNIT, {"job-a"}, NOW) is None
+    assert orphan_reason(listed(mine, age_s=5), UNIT, set(), NOW) is None  # still being set up
+    assert orphan_reason(listed(mine), UNIT, set(), NOW) == "its job is no longer in flight"
+    old = listed(mine, age_s=lifetime_bound_s(UNIT) + 1)
+    assert (orphan_reason(old, UNIT, {"job-a"}, NOW) or "").startswith("older than any job")
+    gone = dsw_labels("other", dead)
+    assert orphan_reason(listed(gone), UNIT, set(), NOW) == f"its worker (pid {dead}) is gone"
+    alive = dsw_labels("other", os.getppid())
+    assert orphan_reason(listed(alive), UNIT, set(), NOW) is None
+    elsewhere = dsw_labels("other", dead, host="another-host")
+    assert orphan_reason(listed(elsewhere), UNIT, set(), NOW) is None
+    other_pids = dsw_labels("other", dead, pidns="pid:[1]")
+    assert orphan_reason(listed(other_pids), UNIT, set(), NOW) is None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import resource
 import socket
-import uuid
 
 import httpx
 import msgspec
@@ -12,37 +11,13 @@ import pytest
 import trio
 
 from dsw.config import MiB, Settings
-from dsw.container_spec import JobLimits, pid_namespace
+from dsw.container_spec import pid_namespace
 from dsw.docker import DockerClient
 from dsw.errors import InvalidJobId
-from dsw.sandbox import FinishedWith, ScriptOutcome, ScriptRequest, run_script
-from dsw.sandbox_types import load_sandbox_type
+from dsw.messages import FinishedWith
+from dsw.sandbox import ScriptOutcome, run_script
 from tests.conftest import TEST_SCRIPTS, configure
-
-
-def request_for(
-    settings: Settings,
-    script: str,
-    sandbox: str = "linux-amd64-shell",
-    *,
-    stdin: str | None = None,
-    timeout_s: float = 30.0,
-    memory_bytes: int | None = None,
-    job_id: str | None = None,
-) -> ScriptRequest:
-    return ScriptRequest(
-        job_id=job_id or str(uuid.uuid4()),
-        sandbox=load_sandbox_type(settings.sandbox_dir, sandbox),
-        script=script,
-        stdin=stdin,
-        limits=JobLimits(timeout_s=timeout_s, memory_bytes=memory_bytes or settings.memory_bytes),
-    )
-
-
-async def run(
-    docker: DockerClient, settings: Settings, script: str, **kwargs: object
-) -> ScriptOutcome:
-    return await run_script(docker, settings, request_for(settings, script, **kwargs))  # type: ignore[arg-type]
+from tests.sandbox_runs import request_for, run
 
 
 async def test_shell_hello_world(docker: DockerClient, settings: Settings) -> None:
@@ -65,7 +40,7 @@ async def test_mono_compile_error(docker: DockerClient, settings: Settings) -> N
     script = 'Console.WriteLine("ok");\nint x = "not a number";\n'
     outcome = await run(docker, settings, script, sandbox="linux-amd64-mono")
     assert outcome.finished_with is FinishedWith.FAILED
-    assert outcome.exit_code != 0
+    assert outcome.exit_code == 1
     assert "main.csx(2," in outcome.stderr
     assert "error CS0029" in outcome.stderr
 
@@ -230,7 +205,15 @@ async def test_twenty_concurrent_jobs(docker: DockerClient, settings: Settings) 
 
 
 @pytest.mark.parametrize(
-    "job_id", ["../../containers/x", "x" * 36, "7f000001-863c-17b2-8186-3cdeb62e0000/", "", None]
+    "job_id",
+    [
+        "../../containers/x",
+        "x" * 36,
+        "7f000001-863c-17b2-8186-3cdeb62e0000/",
+        "7f000001-863c-17b2-8186-3cdeb62e0000\n",
+        "",
+        None,
+    ],
 )
 async def test_hostile_job_id_is_refused_before_any_docker_call(
     settings: Settings, job_id: str

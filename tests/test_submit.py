@@ -7,6 +7,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from dsw.config import Settings
@@ -28,9 +29,10 @@ async def dsw_submit(
 async def ws(
     docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
 ) -> AsyncIterator[Settings]:
-    """A running worker's settings (job time limit 3 s); submit uses the same topics."""
+    """A running worker's settings (job time limit 3 s, scripts up to 200 bytes); submit uses the
+    same topics, but allows the default script size, so that the worker can reject a script."""
     ws = worker_settings(settings, topic_prefix, job_timeout_s=3, max_job_timeout_s=3)
-    async with run_worker(ws) as worker:
+    async with run_worker(msgspec.structs.replace(ws, max_script_bytes=200)) as worker:
         yield ws
         worker.signal(2)
         await worker.wait()
@@ -56,14 +58,14 @@ async def test_exit_codes_and_json_lines(ws: Settings, tmp_path: Path) -> None:
     ok = write(tmp_path, "ok.sh", "echo ok\n")
     failing = write(tmp_path, "failing.sh", "exit 3\n")
     slow = write(tmp_path, "slow.sh", "sleep 60\n")
-    blank = write(tmp_path, "blank.sh", "  \n")
+    too_large = write(tmp_path, "large.sh", "echo " + "x" * 300 + "\n")
 
     async def code(*paths: str) -> int:
         return (await dsw_submit(ws, *paths, "--sandbox", SHELL)).returncode
 
     assert await code(ok, failing) == 1
     assert await code(ok, failing, slow) == 124
-    assert await code(ok, failing, slow, blank) == 3
+    assert await code(ok, failing, slow, too_large) == 3
     result = await dsw_submit(ws, ok, failing, "--sandbox", SHELL, "--json")
     lines = [json.loads(line) for line in result.stdout.decode().splitlines()]
     assert sorted(m["scriptResults"]["finishedWith"] for m in lines) == ["FAILED", "SUCCEEDED"]
@@ -91,3 +93,25 @@ async def test_timeout_of_the_wait_exits_2(
 async def test_unreadable_file_exits_2(settings: Settings) -> None:
     result = await dsw_submit(settings, "/nonexistent/script.csx")
     assert result.returncode == 2
+    assert b"/nonexistent/script.csx" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "message"),
+    [
+        ("  \n", [], b"script is blank"),
+        ("echo\n", ["--nuget-config", "{tmp}/bad.config"], b"not well-formed XML"),
+        ("echo\n", ["--timeout", "-1"], b"positive number of seconds"),
+        ("echo\n", ["--timeout", "nan"], b"positive number of seconds"),
+    ],
+)
+async def test_what_the_worker_would_reject_is_refused_before_publishing(
+    settings: Settings, tmp_path: Path, script: str, args: list[str], message: bytes
+) -> None:
+    (tmp_path / "bad.config").write_text("<configuration>")
+    path = write(tmp_path, "job.sh", script)
+    result = await dsw_submit(settings, path, *[a.format(tmp=tmp_path) for a in args])
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert b"Traceback" not in result.stderr

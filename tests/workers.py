@@ -1,4 +1,4 @@
-"""Test helpers: a real `dsw worker` process, and reading and writing real Kafka topics."""
+"""Test and bench helpers: a real `dsw worker` process; real Kafka topics read and written."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import msgspec
@@ -77,6 +78,11 @@ class WorkerProcess:
     settings: Settings
     process: trio.Process
     log: bytearray = field(default_factory=bytearray)
+    started_s: float = 0.0  # from exec to /readyz 200, when waited for
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -91,20 +97,35 @@ class WorkerProcess:
 
 
 @asynccontextmanager
-async def run_worker(settings: Settings, instance: str = "") -> AsyncIterator[WorkerProcess]:
-    """A `dsw worker` subprocess; killed (SIGKILL) at exit if it is still running."""
+async def run_worker(
+    settings: Settings,
+    instance: str = "",
+    *,
+    log: BinaryIO | None = None,
+    command: list[str] | None = None,
+    ready_timeout_s: float | None = None,
+    drain_at_exit: bool = False,
+) -> AsyncIterator[WorkerProcess]:
+    """A `dsw worker` subprocess (or `command`) with `settings`, its worker id suffixed with
+    `instance` and its metrics on a free port unless the settings name one. Its output is kept
+    in `.log` and echoed to stderr, or written to `log`. With `ready_timeout_s`, entered once
+    /readyz answers 200. At exit, if still running: SIGKILL, or with `drain_at_exit` SIGTERM and
+    a wait for the drain."""
     settings = msgspec.structs.replace(
-        settings, worker_id=settings.worker_id + instance, metrics_port=free_port()
+        settings,
+        worker_id=settings.worker_id + instance,
+        metrics_port=settings.metrics_port if log is not None else free_port(),
     )
     async with trio.open_nursery() as nursery:
         start = functools.partial(
             trio.run_process,
-            [sys.executable, "-m", "dsw", "worker"],
+            command or [sys.executable, "-m", "dsw", "worker"],
             env=environment_of(settings),
-            stdout=subprocess.PIPE,
+            stdout=log if log is not None else subprocess.PIPE,
             stderr=subprocess.STDOUT,
             check=False,
         )
+        started = time.perf_counter()
         process = await nursery.start(start)
         worker = WorkerProcess(settings, process)
 
@@ -114,24 +135,40 @@ async def run_worker(settings: Settings, instance: str = "") -> AsyncIterator[Wo
                 worker.log += chunk
                 sys.stderr.buffer.write(chunk)
 
-        nursery.start_soon(pump)
+        if log is None:
+            nursery.start_soon(pump)
         try:
+            if ready_timeout_s is not None:
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{settings.metrics_port}", timeout=2
+                ) as http:
+                    await wait_ready(http, process, ready_timeout_s)
+                worker.started_s = time.perf_counter() - started
             yield worker
         finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                if process.returncode is None and drain_at_exit:
+                    process.send_signal(signal.SIGTERM)
+                    with trio.move_on_after(settings.drain_timeout_s + 10):
+                        await process.wait()
+                if process.returncode is None:
+                    process.kill()
 
 
-async def wait_ready(http: httpx.AsyncClient) -> None:
-    """Until the worker behind `http` answers 200 on /readyz."""
-    with trio.fail_after(60):
+async def wait_ready(
+    http: httpx.AsyncClient, process: trio.Process | None = None, timeout_s: float = 60
+) -> None:
+    """Until the worker behind `http` answers 200 on /readyz (RuntimeError if `process` exits)."""
+    with trio.fail_after(timeout_s):
         while True:
+            if process is not None and process.returncode is not None:
+                raise RuntimeError(f"the worker exited with {process.returncode} at start-up")
             try:
                 if (await http.get("/readyz")).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
-            await trio.sleep(0.2)
+            await trio.sleep(0.05)
 
 
 async def wait_unready(

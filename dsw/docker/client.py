@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from dsw import metrics
-from dsw.config import Settings
+from dsw.config import Settings, unix_socket_path
 from dsw.errors import Conflict, DockerError, DockerUnavailable, NotFound
 
 # The newest API version this client was written against; older daemons are spoken to in their own.
@@ -35,13 +35,28 @@ def _version_tuple(text: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _transport_for(settings: Settings) -> tuple[str, httpx.AsyncBaseTransport]:
+def api_version_for(server_api_version: str) -> tuple[int, int]:
+    """The version to speak to a daemon that speaks `server_api_version`: its own, up to the
+    newest this client knows; DockerError if it is older than the oldest this client can use."""
+    try:
+        server = _version_tuple(server_api_version)
+    except ValueError:
+        message = f"unreadable ApiVersion {server_api_version!r}"
+        raise DockerError("GET /version", None, message) from None
+    if server < MIN_API_VERSION:
+        oldest = "{}.{}".format(*MIN_API_VERSION)
+        message = f"the daemon speaks API {server_api_version}; dsw needs {oldest} or newer"
+        raise DockerError("GET /version", None, message)
+    return min(server, MAX_API_VERSION)
+
+
+def transport_for(settings: Settings) -> tuple[str, httpx.AsyncBaseTransport]:
     """The base URL and transport for `docker_host`."""
-    host = settings.docker_host
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
-    if host.startswith("unix:"):
-        path = "/" + host.removeprefix("unix:").lstrip("/")
-        return "http://docker", httpx.AsyncHTTPTransport(uds=path, limits=limits)
+    socket_path = unix_socket_path(settings.docker_host)
+    if socket_path is not None:
+        return "http://docker", httpx.AsyncHTTPTransport(uds=socket_path, limits=limits)
+    host = settings.docker_host
     address = host.split("://", 1)[1]
     cert_dir = Path(settings.docker_cert_path) if settings.docker_cert_path else None
     if not (settings.docker_tls_verify or cert_dir or host.startswith("https://")):
@@ -57,10 +72,27 @@ def _transport_for(settings: Settings) -> tuple[str, httpx.AsyncBaseTransport]:
     return f"https://{address}", httpx.AsyncHTTPTransport(verify=context, limits=limits)
 
 
+@contextmanager
+def _translated(endpoint: str) -> Iterator[None]:
+    """httpx's errors (and unreadable answers) as DockerError: the one mapping of this client,
+    around every request and every streamed read."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        metrics.docker_errors.labels(endpoint=endpoint).inc()
+        raise DockerUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
+    except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+        metrics.docker_errors.labels(endpoint=endpoint).inc()
+        raise DockerError(endpoint, None, f"{type(exc).__name__}: {exc}") from exc
+    except ValueError as exc:  # JSON that does not decode
+        metrics.docker_errors.labels(endpoint=endpoint).inc()
+        raise DockerError(endpoint, None, f"unreadable answer: {exc}") from exc
+
+
 @asynccontextmanager
 async def open_docker(settings: Settings) -> AsyncIterator[DockerClient]:
     """A client whose API version is negotiated with the daemon. Raises DockerUnavailable."""
-    base_url, transport = _transport_for(settings)
+    base_url, transport = transport_for(settings)
     timeout = httpx.Timeout(settings.docker_timeout_s)
     async with httpx.AsyncClient(base_url=base_url, transport=transport, timeout=timeout) as http:
         client = DockerClient(http, settings.docker_timeout_s)
@@ -83,9 +115,7 @@ class DockerClient:
 
     async def negotiate(self) -> None:
         info = await self._json("GET", "/version", versioned=False)
-        server = _version_tuple(info.get("ApiVersion", "1.40"))
-        chosen = min(server, MAX_API_VERSION)
-        self._prefix = "/v{}.{}".format(*chosen)
+        self._prefix = "/v{}.{}".format(*api_version_for(str(info.get("ApiVersion", "1.40"))))
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -101,9 +131,9 @@ class DockerClient:
         idempotent: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
-        endpoint = _endpoint(method, path)
+        endpoint = endpoint_of(method, path)
         url = self._url(path, versioned)
-        try:
+        with _translated(endpoint):
             try:
                 response = await self._http.request(method, url, **kwargs)
             except (httpx.RemoteProtocolError, httpx.ReadError):
@@ -112,43 +142,71 @@ class DockerClient:
                 if not (idempotent or method in ("GET", "HEAD", "DELETE")):
                     raise
                 response = await self._http.request(method, url, **kwargs)
-        except httpx.TransportError as exc:
-            raise _unavailable(endpoint, exc) from exc
         if response.status_code >= 400:
             raise _error(endpoint, response.status_code, response.content)
         return response
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self._request(method, path, **kwargs)
-        return response.json() if response.content else None
+        with _translated(endpoint_of(method, path)):
+            return response.json() if response.content else None
 
     @asynccontextmanager
-    async def _stream(self, method: str, path: str, **params: Any) -> AsyncIterator[httpx.Response]:
-        endpoint = _endpoint(method, path)
-        request = self._http.build_request(
-            method, self._url(path, True), params=params, timeout=self._long_poll
-        )
-        try:
+    async def _stream(
+        self, method: str, path: str, **params: Any
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The answer's body, read as it comes; errors while reading are translated too."""
+        endpoint = endpoint_of(method, path)
+        with _translated(endpoint):
+            request = self._http.build_request(
+                method, self._url(path, True), params=params, timeout=self._long_poll
+            )
             response = await self._http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise _unavailable(endpoint, exc) from exc
         try:
             if response.status_code >= 400:
-                raise _error(endpoint, response.status_code, await response.aread())
-            yield response
-        except httpx.TransportError as exc:
-            raise _unavailable(endpoint, exc) from exc
+                with _translated(endpoint):
+                    body = await response.aread()
+                raise _error(endpoint, response.status_code, body)
+
+            async def chunks() -> AsyncIterator[bytes]:
+                raw = response.aiter_raw()
+                while True:
+                    with _translated(endpoint):
+                        try:
+                            chunk = await anext(raw)
+                        except StopAsyncIteration:
+                            return
+                    yield chunk
+
+            yield chunks()
         finally:
-            await response.aclose()
+            with _translated(endpoint):
+                await response.aclose()
+
+    @asynccontextmanager
+    async def _open_json_lines(
+        self, method: str, path: str, **params: Any
+    ) -> AsyncIterator[AsyncIterator[Json]]:
+        """A streamed answer of one JSON object per line."""
+        endpoint = endpoint_of(method, path)
+        async with self._stream(method, path, **params) as chunks:
+
+            async def objects() -> AsyncIterator[Json]:
+                pending = b""
+                async for chunk in chunks:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            with _translated(endpoint):
+                                decoded = json.loads(line)
+                            yield decoded
+
+            yield objects()
 
     # -- system ----------------------------------------------------------------------------
 
     async def ping(self) -> None:
         await self._request("GET", "/_ping")
-
-    async def info(self) -> Json:
-        result: Json = await self._json("GET", "/info")
-        return result
 
     # -- images ----------------------------------------------------------------------------
 
@@ -159,9 +217,11 @@ class DockerClient:
     async def image_pull(self, name: str) -> None:
         """Pull `name` (repo:tag). Raises DockerError when the pull reports an error."""
         repo, tag = name.rsplit(":", 1) if ":" in name.split("/")[-1] else (name, "latest")
-        async with self._stream("POST", "/images/create", fromImage=repo, tag=tag) as response:
-            async for line in response.aiter_lines():
-                if line.strip() and "error" in (event := json.loads(line)):
+        async with self._open_json_lines(
+            "POST", "/images/create", fromImage=repo, tag=tag
+        ) as events:
+            async for event in events:
+                if "error" in event:
                     raise DockerError("POST /images/create", 200, str(event["error"]))
 
     # -- containers ------------------------------------------------------------------------
@@ -204,20 +264,14 @@ class DockerClient:
         nothing a short-lived container writes is missed); it ends when the container does."""
         async with self._stream(
             "POST", f"/containers/{container}/attach", stream=1, stdout=1, stderr=1
-        ) as response:
-            yield response.aiter_raw()
+        ) as chunks:
+            yield chunks
 
-    @asynccontextmanager
-    async def open_container_stats(self, container: str) -> AsyncIterator[AsyncIterator[Json]]:
+    def open_container_stats(
+        self, container: str
+    ) -> AbstractAsyncContextManager[AsyncIterator[Json]]:
         """Streamed resource samples (about one a second) while the container runs."""
-        async with self._stream("GET", f"/containers/{container}/stats", stream=1) as response:
-
-            async def samples() -> AsyncIterator[Json]:
-                async for line in response.aiter_lines():
-                    if line.strip():
-                        yield json.loads(line)
-
-            yield samples()
+        return self._open_json_lines("GET", f"/containers/{container}/stats", stream=1)
 
     async def container_kill(self, container: str, signal: str = "KILL") -> None:
         await self._request("POST", f"/containers/{container}/kill", params={"signal": signal})
@@ -256,16 +310,11 @@ class DockerClient:
         return result
 
 
-def _endpoint(method: str, path: str) -> str:
+def endpoint_of(method: str, path: str) -> str:
     """ "POST /containers/{id}/start": the endpoint without ids, for errors and metric labels."""
     path = path.split("?")[0]
     path = re.sub(r"^/(containers|images)/(?!json$|create$)[^/]+", r"/\1/{id}", path)
     return f"{method} {path}"
-
-
-def _unavailable(endpoint: str, exc: httpx.TransportError) -> DockerUnavailable:
-    metrics.docker_errors.labels(endpoint=endpoint).inc()
-    return DockerUnavailable(endpoint, f"{type(exc).__name__}: {exc}")
 
 
 def _error(endpoint: str, status: int, body: bytes) -> DockerError:

@@ -40,11 +40,6 @@ class FrameParser:
                 self._stream, self._remaining = _HEADER.unpack(self._header)
                 self._header.clear()
 
-    @property
-    def idle(self) -> bool:
-        """True between frames: the stream ended cleanly if it ends now."""
-        return not self._header and not self._remaining
-
 
 class CappedOutput:
     """One stream: counts up to `limit_bytes` (the cap), keeps the first `keep_bytes` of it

@@ -1,0 +1,164 @@
+"""One sandbox type served from Kafka, and the one place that decides when an offset commits.
+
+A `TypeServer` owns its type's capacity limiter, its offset tracker and the wake-up of its poll
+loop; the in-flight registry is the worker's, shared by every type. At-least-once delivery, top
+to bottom:
+
+1. The poll loop takes at most as many records as there are free slots (a record that needs no
+   container, a rejection or a dead letter, needs no slot). Every record taken is begun in the
+   tracker. A record it cannot start now is sought back and read again later.
+2. Every record gets one answer: a dead letter, a REJECTED or the job's run and its `finished`.
+   A record of a job id already in flight anywhere in the worker joins that run instead.
+3. Once the broker acknowledges the answer, `_finish` marks the record's offset finished.
+4. After every poll, the loop commits each partition up to its first unfinished offset.
+5. A task cancelled before its answer is acknowledged (shutdown, drain timeout) leaves its offset
+   unfinished, so it is never committed and the job is redelivered.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from dsw import jobs, metrics
+from dsw.drain import Drain
+from dsw.inflight import InFlight
+from dsw.intake import Accepted, DeadLetter, Parsed, Rejected, parse
+from dsw.jobs import JobContext, where
+from dsw.kafka import Consumer, Record
+from dsw.offsets import OffsetTracker, Partition
+from dsw.status import Readiness
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+
+
+class TypeServer:
+    def __init__(
+        self, ctx: JobContext, in_flight: InFlight, drain: Drain, readiness: Readiness
+    ) -> None:
+        self.ctx = ctx
+        self.name = ctx.sandbox.name
+        self.topic = ctx.settings.pending_topic_prefix + self.name
+        self._in_flight = in_flight
+        self._drain = drain
+        self._readiness = readiness
+        self._limiter = trio.CapacityLimiter(ctx.settings.max_containers)
+        self._tracker = OffsetTracker()
+        # Set when a job gives its slot back, so the poll loop takes the next one at once.
+        self._slot_freed = trio.Event()
+
+    async def serve(self) -> None:
+        """Consume until drained; every job task lives in this function's nursery."""
+        settings = self.ctx.settings
+        metrics.capacity.labels(sandbox=self.name).set(settings.max_containers)
+        async with self.ctx.kafka.open_consumer(
+            self.topic, self.ctx.group, self._tracker
+        ) as consumer:
+            self._readiness.consumers[self.name] = consumer
+            log.info("consuming topic=%s group=%s", self.topic, self.ctx.group)
+            with self._drain.job_scope():
+                async with trio.open_nursery() as job_tasks:
+                    await self._poll(consumer, job_tasks)
+            with trio.move_on_after(settings.kafka_timeout_s, shield=True):
+                await consumer.commit()
+            del self._readiness.consumers[self.name]
+        log.info("stopped consuming topic=%s", self.topic)
+
+    async def _poll(self, consumer: Consumer, job_tasks: trio.Nursery) -> None:
+        """Take records while there is capacity; keep polling (paused) so the group keeps us.
+
+        Once draining, it only polls and commits until the last job task has ended.
+        """
+        stopping = self._drain.stopping
+        while not (stopping.is_set() and not job_tasks.child_tasks):
+            taking = not stopping.is_set() and self.ctx.docker_health.healthy
+            free = int(self._limiter.available_tokens) if taking else 0
+            assigned = consumer.assignment()
+            metrics.partitions_paused.labels(sandbox=self.name).set(0 if free else len(assigned))
+            if free:
+                consumer.resume(assigned)
+                records = await consumer.take(max_records=free, timeout_s=POLL_S)
+            else:
+                consumer.pause(assigned)
+                with trio.move_on_after(POLL_S):
+                    await self._slot_freed.wait()
+                self._slot_freed = trio.Event()
+                # Polling while paused keeps the group's membership (max.poll.interval.ms).
+                records = await consumer.take(max_records=1, timeout_s=0)
+            held_back: set[Partition] = set()
+            for record in records:
+                partition = (record.topic, record.partition)
+                if partition in held_back or not self._tracker.is_new(partition, record.offset):
+                    continue
+                if stopping.is_set() or not self._take(record, job_tasks):
+                    # No room: read it again once a slot is free.
+                    consumer.seek(partition, record.offset)
+                    held_back.add(partition)
+            if not await consumer.commit():
+                metrics.commit_failures.inc()
+
+    def _take(self, record: Record, job_tasks: trio.Nursery) -> bool:
+        """Begin the record and start the task that answers it; False (nothing begun) if it
+        needs a slot and none is free."""
+        parsed = self._parse(record)
+        token = object()
+        if isinstance(parsed, Accepted) and parsed.job_id not in self._in_flight:
+            try:
+                self._limiter.acquire_on_behalf_of_nowait(token)
+            except trio.WouldBlock:
+                return False
+        partition = (record.topic, record.partition)
+        self._tracker.begin(partition, record.offset)
+        metrics.jobs_received.labels(sandbox=self.name).inc()
+        if isinstance(parsed, DeadLetter):
+            job_tasks.start_soon(self._dead_letter, record, parsed)
+            return True
+
+        def done() -> None:
+            self._finish(partition, record.offset)
+
+        if not self._in_flight.claim(parsed.job_id, done):
+            log.info(
+                "job already in flight, joining its run job=%s %s", parsed.job_id, where(record)
+            )
+            metrics.jobs_deduplicated.labels(sandbox=self.name).inc()
+        elif isinstance(parsed, Rejected):
+            job_tasks.start_soon(self._reject, record, parsed)
+        else:
+            job_tasks.start_soon(self._run, record, parsed, token)
+        return True
+
+    def _parse(self, record: Record) -> Parsed:
+        try:
+            return parse(record.key, record.value, self.ctx.settings)
+        except Exception as exc:
+            # A record that trips a bug of ours must not stop the partition: keep it aside.
+            log.exception("cannot read record %s", where(record))
+            return DeadLetter(f"internal error reading the record: {exc!r}", "internal_error")
+
+    def _finish(self, partition: Partition, offset: int) -> None:
+        """The record's answer is acknowledged: its offset may commit."""
+        self._tracker.finish(partition, offset)
+
+    async def _dead_letter(self, record: Record, letter: DeadLetter) -> None:
+        await jobs.dead_letter(self.ctx, record, letter.reason, letter.code)
+        self._finish((record.topic, record.partition), record.offset)
+
+    async def _reject(self, record: Record, rejected: Rejected) -> None:
+        try:
+            await jobs.reject(self.ctx, record, rejected)
+            self._in_flight.answered(rejected.job_id)
+        finally:
+            self._in_flight.ended(rejected.job_id)
+
+    async def _run(self, record: Record, accepted: Accepted, token: object) -> None:
+        try:
+            await jobs.run_job(self.ctx, record, accepted)
+            self._in_flight.answered(accepted.job_id)
+        finally:
+            self._in_flight.ended(accepted.job_id)
+            self._limiter.release_on_behalf_of(token)
+            self._slot_freed.set()
