@@ -14,10 +14,11 @@ default:
 provision:
     scripts/provision.sh
 
-# Build one sandbox image, tagged dsw-sandbox:TYPE (e.g. linux-amd64-mono)
+# Build one sandbox image, tagged dsw-sandbox:TYPE, as its sandbox.toml says (e.g. linux-amd64-mono)
 [group('setup')]
 sandbox TYPE:
-    docker build -q -f sandbox/{{TYPE}}/Dockerfile -t dsw-sandbox:{{TYPE}} sandbox/ >/dev/null
+    @[ -x {{venv}}/python ] || scripts/provision-python.sh
+    {{venv}}/python scripts/build-sandbox.py {{TYPE}} -q >/dev/null
     @echo "built dsw-sandbox:{{TYPE}}"
 
 # Build the sandbox images the tests and `just run` use
