@@ -13,6 +13,26 @@ from tests.conftest import ROOT
 
 SANDBOX_DIR = ROOT / "sandbox"
 TYPES = sorted(p.parent.name for p in SANDBOX_DIR.glob("*/sandbox.toml"))
+DOTNET = {
+    "linux-amd64-dotnet-7": {"SDK_VERSION": "7.0", "DOTNET_SCRIPT_VERSION": "1.5.0"},
+    "linux-amd64-dotnet-10": {"SDK_VERSION": "10.0", "DOTNET_SCRIPT_VERSION": "2.0.0"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOTNET))
+def test_the_dotnet_types_share_one_dockerfile_with_their_versions(name: str) -> None:
+    sandbox = load_sandbox_type(SANDBOX_DIR, name)
+    assert sandbox.dockerfile == "dotnet/Dockerfile"
+    assert sandbox.build.args == DOTNET[name]
+    assert [p.name for p in (SANDBOX_DIR / name).iterdir()] == ["sandbox.toml"]
+    argv = docker_build_argv("sandbox", name, "-q")
+    versions = DOTNET[name]
+    assert argv == [
+        "docker", "build", "-q", "-f", "sandbox/dotnet/Dockerfile",
+        f"--build-arg=SDK_VERSION={versions['SDK_VERSION']}",
+        f"--build-arg=DOTNET_SCRIPT_VERSION={versions['DOTNET_SCRIPT_VERSION']}",
+        "-t", f"dsw-sandbox:{name}", "sandbox",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["linux-amd64-mono", "linux-amd64-shell"])
@@ -33,6 +53,15 @@ def test_every_dockerfile_exists_declares_its_args_and_needs_no_buildkit(name: s
     declared = set(re.findall(r"^ARG (\w+)", text, re.MULTILINE))
     assert set(sandbox.build.args) <= declared
     assert not re.search(r"^# *syntax=|--mount=|<<", text, re.MULTILINE)
+
+
+def test_the_shared_dockerfile_takes_the_sdk_version_before_from() -> None:
+    lines = (SANDBOX_DIR / "dotnet" / "Dockerfile").read_text().splitlines()
+    instructions = [line for line in lines if line and not line.startswith("#")]
+    assert instructions[:2] == [
+        "ARG SDK_VERSION",
+        "FROM mcr.microsoft.com/dotnet/sdk:${SDK_VERSION}",
+    ]
 
 
 def _type_with_build(tmp_path: Path, build: str) -> Path:
