@@ -14,10 +14,27 @@ default:
 provision:
     scripts/provision.sh
 
-# Build one sandbox image, tagged dsw-sandbox:TYPE (e.g. linux-amd64-mono)
+# Re-pin requirements/*.lock (hashed; CPython 3.11, Debian 12 x86_64) within pyproject's ranges; ARGS to uv
+[group('setup')]
+lock *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The lock tool lives in a throwaway venv of its own, pinned so that every refresh resolves alike.
+    uv=.local/lock-tools/bin/uv
+    [ "$($uv --version 2>/dev/null)" = "uv 0.13.8" ] \
+        || { python3 -m venv .local/lock-tools && .local/lock-tools/bin/pip install -q uv==0.13.8; }
+    compile=("$uv" pip compile -q pyproject.toml --generate-hashes --only-binary :all: \
+        --python-version 3.11 --python-platform x86_64-manylinux_2_36 --custom-compile-command "just lock")
+    "${compile[@]}" --extra test --extra lint {{ARGS}} -o requirements/dev.lock
+    # The image's lock is the runtime part of the dev lock: the same pins, never a second resolution.
+    "${compile[@]}" --constraint requirements/dev.lock --upgrade -o requirements/worker.lock
+    echo "locked requirements/dev.lock requirements/worker.lock"
+
+# Build one sandbox image, tagged dsw-sandbox:TYPE, as its sandbox.toml says (e.g. linux-amd64-mono)
 [group('setup')]
 sandbox TYPE:
-    docker build -q -f sandbox/{{TYPE}}/Dockerfile -t dsw-sandbox:{{TYPE}} sandbox/ >/dev/null
+    @[ -x {{venv}}/python ] || scripts/provision-python.sh
+    {{venv}}/python scripts/build-sandbox.py {{TYPE}} -q >/dev/null
     @echo "built dsw-sandbox:{{TYPE}}"
 
 # Build the sandbox images the tests and `just run` use

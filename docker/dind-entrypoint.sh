@@ -10,8 +10,9 @@
 #      network namespace of its own, so that it never touches the host's docker0 or iptables;
 #   3. starts dockerd on /var/run/docker.sock and waits until it answers;
 #   4. loads every $DSW_DIND_IMAGES_DIR/*.tar[.gz] (`docker save` output) and builds each sandbox
-#      image still missing from /opt/dsw/sandbox/<type>/Dockerfile (its base images are pulled, or come
-#      from those tarballs);
+#      image still missing as /opt/dsw/sandbox/<type>/sandbox.toml says (`[build]`: the Dockerfile,
+#      default <type>/Dockerfile, and build arguments; its base images are pulled, or come from those
+#      tarballs);
 #   5. runs the command (default `dsw worker`) as user dsw with no capabilities (setpriv); only the
 #      docker group's access to the inner socket remains;
 #   6. SIGTERM/SIGINT go to the worker, which stops taking jobs and drains; once it has exited,
@@ -38,7 +39,6 @@ network_mode=${DSW_DIND_NETWORK:-auto}
 start_timeout_s=${DSW_DOCKERD_START_TIMEOUT_S:-60}
 stop_timeout_s=${DSW_DOCKERD_STOP_TIMEOUT_S:-20}
 run_as=${DSW_RUN_AS:-dsw}
-sandbox_dir=${WORKER_SANDBOX_DIR:-/opt/dsw/sandbox}
 socket=/var/run/docker.sock
 export DOCKER_HOST=unix://$socket
 
@@ -227,18 +227,18 @@ done
 # Each served type's image, from its sandbox.toml (as the worker reads it).
 types=$("$python" "$helper" images) \
     || log warning "could not read the sandbox types; the worker will say why"
-while read -r type image; do
+while read -r type image dockerfile; do
     [ -n "$type" ] && [ -z "$stop_signal" ] || continue
     docker image inspect "$image" >/dev/null 2>&1 && continue
-    if [ "$build_mode" != missing ] || [ ! -f "$sandbox_dir/$type/Dockerfile" ]; then
+    if [ "$build_mode" != missing ] || [ ! -f "$dockerfile" ]; then
         log warning "image $image is missing; the worker will try to pull it"
         continue
     fi
-    log info "building $image from $sandbox_dir/$type/Dockerfile"
+    log info "building $image from $dockerfile"
     build_started=$SECONDS
     # The build's RUN steps use dockerd's network namespace directly: no bridge or NAT needed.
-    if step docker build -q --network=host -f "$sandbox_dir/$type/Dockerfile" -t "$image" \
-        "$sandbox_dir" >/dev/null; then
+    # The helper becomes `docker build` with the type's Dockerfile and build arguments.
+    if step "$python" "$helper" build "$type" -q --network=host >/dev/null; then
         log info "built $image in $((SECONDS - build_started))s"
     else
         log warning "could not build $image; the worker will try to pull it"

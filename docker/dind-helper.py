@@ -1,13 +1,17 @@
 """Helpers of dind-entrypoint.sh, run with the worker's Python; they print `LEVEL message` lines.
 
     dind-helper.py limits INFO_JSON   what the inner daemon (`docker info` JSON) can enforce
-    dind-helper.py images             `TYPE IMAGE` of each sandbox type the worker will serve
+    dind-helper.py images             `TYPE IMAGE DOCKERFILE` of each type the worker will serve
+    dind-helper.py build TYPE OPT...  becomes `docker build OPT...` of the type's image, as its
+                                      sandbox.toml's `[build]` says (Dockerfile, build arguments)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 # `docker info` fields of the limits the worker asks for (blkio weight is best effort, as in the
 # worker's own preflight, and has no field).
@@ -50,7 +54,16 @@ def images() -> None:
 
     settings = load_settings()
     for sandbox in load_sandbox_types(settings.sandbox_dir, settings.runner_types).values():
-        print(sandbox.name, sandbox.image)
+        print(sandbox.name, sandbox.image, Path(settings.sandbox_dir) / sandbox.dockerfile)
+
+
+def build(name: str, options: list[str]) -> None:
+    from dsw.config import load_settings
+    from dsw.sandbox_types import docker_build_argv
+
+    argv = docker_build_argv(load_settings().sandbox_dir, name, *options)
+    # docker takes this process's place, so that the entrypoint's signals reach it.
+    os.execvp(argv[0], argv)
 
 
 if __name__ == "__main__":
@@ -58,5 +71,7 @@ if __name__ == "__main__":
         limits(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "true")
     elif sys.argv[1:2] == ["images"]:
         images()
+    elif sys.argv[1:2] == ["build"] and len(sys.argv) > 2:
+        build(sys.argv[2], sys.argv[3:])
     else:
         sys.exit(__doc__)

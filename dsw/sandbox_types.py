@@ -10,6 +10,15 @@ import msgspec
 from dsw.errors import ConfigError, UnknownSandboxType
 
 
+class SandboxBuild(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the type's image is built: its `[build]` table (absent: `<type>/Dockerfile`, no args)."""
+
+    # Relative to the sandbox folder, which is the build context; None: `<type>/Dockerfile`.
+    dockerfile: str | None = None
+    # `--build-arg NAME=VALUE` each, e.g. the SDK version of a Dockerfile several types share.
+    args: dict[str, str] = {}
+
+
 class SandboxType(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One sandbox type, as its sandbox.toml describes it."""
 
@@ -21,6 +30,12 @@ class SandboxType(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     nuget_config: bool = False
     tmpfs_exec: bool = False
     env: tuple[str, ...] = ("HOME=/home/sandbox",)
+    build: SandboxBuild = SandboxBuild()
+
+    @property
+    def dockerfile(self) -> str:
+        """The Dockerfile of the image, relative to the sandbox folder."""
+        return self.build.dockerfile or f"{self.name}/Dockerfile"
 
 
 def load_sandbox_type(sandbox_dir: str | Path, name: str) -> SandboxType:
@@ -44,3 +59,22 @@ def load_sandbox_type(sandbox_dir: str | Path, name: str) -> SandboxType:
 
 def load_sandbox_types(sandbox_dir: str | Path, names: tuple[str, ...]) -> dict[str, SandboxType]:
     return {name: load_sandbox_type(sandbox_dir, name) for name in names}
+
+
+def docker_build_argv(sandbox_dir: str | Path, name: str, *options: str) -> list[str]:
+    """`docker build OPTIONS -f ... --build-arg ... -t IMAGE SANDBOX_DIR` for the type's image: what
+    every builder of sandbox images runs. Raises UnknownSandboxType or ConfigError."""
+    sandbox = load_sandbox_type(sandbox_dir, name)
+    build_args = [f"--build-arg={key}={value}" for key, value in sandbox.build.args.items()]
+    dockerfile = str(Path(sandbox_dir) / sandbox.dockerfile)
+    return [
+        "docker",
+        "build",
+        *options,
+        "-f",
+        dockerfile,
+        *build_args,
+        "-t",
+        sandbox.image,
+        str(sandbox_dir),
+    ]

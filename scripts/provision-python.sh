@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Make the project's virtualenv (.venv) with dsw and its test and lint tools; a no-op when
-# pyproject.toml has not changed since the last install.
+# Make the project's virtualenv (.venv) with dsw and its test and lint tools, at the versions and
+# hashes of requirements/dev.lock (`just lock` refreshes it); a no-op while neither pyproject.toml
+# nor the lock has changed since the last install.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv="$here/.venv"
-stamp="$venv/.installed-$(sha256sum "$here/pyproject.toml" | cut -c1-16)"
+lock="$here/requirements/dev.lock"
+stamp="$venv/.installed-$(cat "$here/pyproject.toml" "$lock" | sha256sum | cut -c1-16)"
 
 say() { printf '[provision:python] %s\n' "$*"; }
 
@@ -16,7 +18,11 @@ python=${PYTHON:-python3}
 "$python" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
   || { say "dsw needs Python >= 3.11" >&2; exit 1; }
 [ -x "$venv/bin/python" ] || { say "creating $venv"; "$python" -m venv "$venv"; }
-say "installing dsw with its test and lint tools"
-"$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test,lint]"
+say "installing dsw with its test and lint tools (${lock#"$here/"})"
+pip=("$venv/bin/pip" --disable-pip-version-check)
+"${pip[@]}" install -q --require-hashes -r "$lock"
+"${pip[@]}" install -q --no-deps -e "$here"
+# A dependency pyproject.toml names but the lock lacks would go unnoticed under --no-deps.
+broken=$("${pip[@]}" check 2>&1) || { say "$broken" >&2; exit 1; }
 rm -f "$venv"/.installed-*
 touch "$stamp"

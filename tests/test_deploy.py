@@ -53,6 +53,7 @@ BUILD_INPUTS = (
     "Dockerfile",
     ".dockerignore",
     "pyproject.toml",
+    "requirements/worker.lock",
     "README.md",
     "dsw",
     "sandbox",
