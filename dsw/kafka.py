@@ -11,6 +11,7 @@ mapping is `_translated`).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -274,8 +275,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 @asynccontextmanager
-async def open_kafka(settings: Settings) -> AsyncIterator[Kafka]:
-    """The asyncio loop for aiokafka and a started idempotent producer; waits for Kafka."""
+async def open_kafka(settings: Settings, wait_s: float = math.inf) -> AsyncIterator[Kafka]:
+    """The asyncio loop for aiokafka and a started idempotent producer; waits for Kafka, at most
+    `wait_s` (then KafkaUnavailable)."""
     async with trio_asyncio.open_loop():
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka_broker_url,
@@ -289,13 +291,19 @@ async def open_kafka(settings: Settings) -> AsyncIterator[Kafka]:
         )
         kafka = Kafka(settings, producer)
         backoff = Backoff.of(settings)
-        while True:
-            try:
-                await _aio(producer.start)()
-                break
-            except KafkaError as exc:
-                kafka.trouble(f"connection to {settings.kafka_broker_url}", exc, backoff.next_s)
-                await backoff.sleep()
+        with trio.move_on_after(wait_s) as waiting:
+            while True:
+                try:
+                    await _aio(producer.start)()
+                    break
+                except KafkaError as exc:
+                    kafka.trouble(f"connection to {settings.kafka_broker_url}", exc, backoff.next_s)
+                    await backoff.sleep()
+        if waiting.cancelled_caught:
+            with trio.move_on_after(settings.kafka_timeout_s, shield=True):
+                await _aio(producer.stop)()
+            message = f"no broker answered at {settings.kafka_broker_url} within {wait_s:g} s"
+            raise KafkaUnavailable(message)
         kafka.failing = ""
         try:
             yield kafka

@@ -19,7 +19,9 @@ jobs_dead_lettered = Counter(
     ["sandbox", "reason"],
 )
 jobs_deduplicated = Counter(
-    "dsw_jobs_deduplicated", "Records of a job id already in flight, not started again", ["sandbox"]
+    "dsw_jobs_deduplicated",
+    "Records of a job id already in flight in this worker, joined to that run",
+    ["sandbox"],
 )
 containers_reaped = Counter("dsw_containers_reaped", "Orphaned containers removed by the reaper")
 cleanup_failures = Counter("dsw_cleanup_failures", "Container removals that failed or timed out")

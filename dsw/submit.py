@@ -94,7 +94,7 @@ async def submit(settings: Settings, options: SubmitOptions) -> int:
         for job in jobs
     ]
     topic = settings.pending_topic_prefix + options.sandbox
-    async with open_kafka(settings) as kafka:
+    async with open_kafka(settings, wait_s=settings.kafka_timeout_s) as kafka:
         if not options.wait:
             await _publish_all(kafka, topic, submissions)
             for s in submissions:

@@ -5,6 +5,7 @@ from typing import Any
 import yaml
 
 from dsw.config import load_settings
+from dsw.sandbox_types import load_sandbox_type
 from tests.conftest import ROOT
 
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
@@ -34,3 +35,15 @@ def test_the_workers_settings_are_valid_and_modes_are_right() -> None:
     assert dind["privileged"] is True
     assert dind["profiles"] == ["dind"]
     assert not any("docker.sock" in v for v in dind["volumes"])
+
+
+def test_sandbox_builds_match_their_sandbox_toml() -> None:
+    settings = load_settings({})
+    for service in SERVICES.values():
+        image = service.get("image", "")
+        if not image.startswith("dsw-sandbox:") or "build" not in service:
+            continue
+        sandbox = load_sandbox_type(settings.sandbox_dir, image.split(":", 1)[1])
+        build = service["build"]
+        assert build["dockerfile"] == sandbox.dockerfile
+        assert build.get("args", {}) == dict(sandbox.build.args)

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import trio
 
 from dsw.config import Settings
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka
-from tests.conftest import TEST_SCRIPTS
-from tests.workers import run_dsw, run_worker, worker_settings
+from tests.conftest import TEST_SCRIPTS, configure
+from tests.workers import free_port, run_dsw, run_worker, worker_settings
 
 SHELL = "linux-amd64-shell"
 
@@ -114,4 +115,14 @@ async def test_what_the_worker_would_reject_is_refused_before_publishing(
     result = await dsw_submit(settings, path, *[a.format(tmp=tmp_path) for a in args])
     assert result.returncode == 2
     assert message in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+async def test_no_broker_exits_2_within_the_kafka_timeout(settings: Settings) -> None:
+    nowhere = configure(settings, kafka_broker_url=f"127.0.0.1:{free_port()}", kafka_timeout_s=3)
+    script = str(TEST_SCRIPTS / "hello-world.sh")
+    with trio.fail_after(30):
+        result = await dsw_submit(nowhere, script, "--sandbox", SHELL)
+    assert result.returncode == 2
+    assert b"no broker answered" in result.stderr
     assert b"Traceback" not in result.stderr
