@@ -80,6 +80,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ] = 256 * KiB
     stop_grace_s: Annotated[Seconds, _doc("SIGTERM to SIGKILL grace at a timeout")] = 2.0
     drain_timeout_s: Annotated[Seconds, _doc("on SIGTERM, how long running jobs may finish")] = 30.0
+    job_max_age_s: Annotated[
+        Annotated[float, Meta(ge=0)],
+        _doc("a job older than this when it would start is REJECTED as expired; 0 off"),
+    ] = 0.0
     docker_retries: Annotated[
         Annotated[int, Meta(ge=0)], _doc("retries of a job hit by a transient Docker error")
     ] = 2

@@ -89,7 +89,8 @@ async def reject(ctx: JobContext, record: Record, rejected: Rejected) -> None:
 
 async def publish_finished(ctx: JobContext, finished: Finished, record: Record) -> None:
     """Publish `finished`, trimmed to WORKER_MAX_MESSAGE_BYTES, and smaller again if the broker's
-    own limit turns out lower."""
+    own limit turns out lower. A broker that refuses even a `finished` without output gets the
+    record on the dead-letter topic instead, with the reason: an answer where one can be given."""
     budget = ctx.settings.max_message_bytes
     while True:
         data = fit(finished, budget)
@@ -98,7 +99,10 @@ async def publish_finished(ctx: JobContext, finished: Finished, record: Record) 
             break
         except MessageTooLarge as exc:
             if budget <= _MIN_BUDGET_BYTES:
-                raise
+                log.error("broker refused finished job=%s at %d bytes", finished.job_id, budget)
+                reason = f"the broker refused `finished` even at {budget} bytes: {exc}"
+                await dead_letter(ctx, record, reason, "finished_too_large")
+                return
             budget //= 2
             log.error(
                 "broker refused finished job=%s; retrying with %d bytes (lower "

@@ -113,11 +113,13 @@ class Kafka:
         topic: str,
         group: str,
         tracker: OffsetTracker,
+        on_assigned: Callable[[list[Partition]], None] = lambda _: None,
     ) -> AsyncIterator[Consumer]:
         """A started consumer of `topic` in `group`, stopped (shielded) on exit.
 
         In a rebalance it commits what `tracker` says is finished before partitions are given
-        up, and makes `tracker` forget the partitions that went to another worker.
+        up, makes `tracker` forget the partitions that went to another worker, and tells
+        `on_assigned` what this consumer now has.
         """
         settings = self.settings
         consumer = AIOKafkaConsumer(
@@ -134,7 +136,7 @@ class Kafka:
             max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
         )
         wrapper = Consumer(self, consumer, tracker)
-        consumer.subscribe([topic], listener=_Listener(wrapper))
+        consumer.subscribe([topic], listener=_Listener(wrapper, on_assigned))
         backoff = Backoff.of(self.settings)
         while True:
             try:
@@ -262,8 +264,9 @@ async def _partitions_of(kafka: Kafka, topics: list[str]) -> list[TopicPartition
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Runs inside aiokafka's rebalance (asyncio side): commit what is done, then hand over."""
 
-    def __init__(self, consumer: Consumer) -> None:
+    def __init__(self, consumer: Consumer, on_assigned: Callable[[list[Partition]], None]) -> None:
         self._consumer = consumer
+        self._on_assigned = on_assigned
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         await self._consumer.commit_in_asyncio([(tp.topic, tp.partition) for tp in revoked])
@@ -272,6 +275,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         partitions = [(tp.topic, tp.partition) for tp in assigned]
         dropped = self._consumer.tracker.keep_only(partitions)
         log.info("partitions assigned=%s dropped=%s", sorted(partitions), sorted(dropped))
+        self._on_assigned(partitions)
 
 
 @asynccontextmanager

@@ -1,24 +1,37 @@
-"""Structured log lines: `key=value` text (default) or one JSON object per line."""
+"""Structured log lines: `key=value` text (default) or one JSON object per line.
+
+Log messages carry untrusted values (record reasons, names); in text lines every control character
+(line breaks included) is escaped, so no record can end a line and forge another. JSON lines are
+escaped by JSON itself.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
-class _KeyValue(logging.Formatter):
+
+def escaped(text: str) -> str:
+    """`text` with control characters as Python escapes (`\\n`, `\\x1b`, `\\u2028`)."""
+    return _CONTROL.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+
+
+class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
-        line += f"logger={record.name} msg={record.getMessage()}"
+        line += f"logger={record.name} msg={escaped(record.getMessage())}"
         if record.exc_info:
             line += " exc=" + json.dumps(self.formatException(record.exc_info))
         return line
 
 
-class _Json(logging.Formatter):
+class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": record.created,
@@ -56,7 +69,7 @@ class _OncePerInterval(logging.Filter):
 def setup_logging(log_format: str = "keyvalue", level: str = "INFO") -> None:
     """Log to stderr in `log_format`; aiokafka's chatter is kept at WARNING."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Json() if log_format == "json" else _KeyValue())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
     handler.addFilter(_OncePerInterval())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -56,6 +56,11 @@ job_end_to_end = Histogram(
 
 jobs_in_flight = Gauge("dsw_jobs_in_flight", "Jobs running now", ["sandbox"])
 capacity = Gauge("dsw_capacity", "Jobs that may run at once", ["sandbox"])
+partitions_assigned = Gauge(
+    "dsw_partitions_assigned",
+    "Partitions of the pending topic assigned to this worker",
+    ["sandbox"],
+)
 partitions_paused = Gauge(
     "dsw_partitions_paused", "Partitions paused for lack of capacity", ["sandbox"]
 )

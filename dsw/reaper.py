@@ -3,9 +3,10 @@
 A container is reaped when it carries this project's label and
 - its worker ran on this host, in this pid namespace, under a pid that no longer exists, or
 - it belongs to this worker but its job is no longer in flight, or
-- it is older than any job could live (maximum timeout plus stop, cleanup and slack);
-and, as the original worker did at start-up, any container named `sandbox-job-*` without our
-labels. Nothing else is ever touched.
+- it is older than any job could live (maximum timeout plus stop, cleanup and slack).
+A container named `sandbox-job-*` without our labels (the original Java worker's, which sets none,
+may share the daemon during a migration) is reaped only when it is not running, or older than any
+job could live: a live run of another system is never touched. Nothing else is ever touched.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ def orphan_reason(
     """Why this listed container is an orphan, or None if it may still be in use."""
     labels = container.get("Labels") or {}
     age_s = now - float(container.get("Created", now))
-    if labels.get(PROJECT_LABEL) != "dsw":
-        return "unlabelled sandbox-job container"
     if age_s > lifetime_bound_s(settings):
         return f"older than any job ({age_s:.0f} s)"
+    if labels.get(PROJECT_LABEL) != "dsw":
+        if container.get("State") == "running":
+            return None  # another system's live run (the original worker sets no labels)
+        return "unlabelled sandbox-job container, not running"
     if labels.get(WORKER_LABEL) == settings.worker_id:
         if labels.get(JOB_LABEL) not in active_jobs and age_s > _YOUNG_S:
             return "its job is no longer in flight"

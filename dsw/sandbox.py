@@ -135,20 +135,29 @@ async def _create(
 
 
 async def _make_way(docker: DockerClient, settings: Settings, name: str) -> None:
-    """The job's container name is taken. Ours (a failed attempt) or an orphan: replace it. Another
-    live worker's (the job was redelivered after a rebalance): let that run end first, so the same
-    job never runs twice at once on one daemon."""
+    """The job's container name is taken. Ours: a failed attempt of this very run (the worker's
+    in-flight registry lets no other run of the job start here), so it is replaced. An orphan
+    (see the reaper): replaced. Anything else is another live run of the same job, by another
+    worker or by another system on this daemon (the original Java worker names its containers
+    alike): it is never touched; this run waits for it to be removed, within the longest a job
+    can live."""
     listed = await docker.containers_list(name=f"^/{name}$")
-    labels = (listed[0].get("Labels") or {}) if listed else {}
-    theirs = labels.get(WORKER_LABEL) not in (None, settings.worker_id)
-    if listed and theirs and orphan_reason(listed[0], settings, (), time.time()) is None:
+    if not listed:
+        return  # gone meanwhile
+    container = listed[0]
+    labels = container.get("Labels") or {}
+    ours = labels.get(WORKER_LABEL) == settings.worker_id
+    if not ours and orphan_reason(container, settings, (), time.time()) is None:
         log.warning(
-            "waiting for another worker's run of this job container=%s worker=%s",
+            "waiting for another run of this job container=%s worker=%s",
             name,
-            labels.get(WORKER_LABEL),
+            labels.get(WORKER_LABEL, "(unlabelled)"),
         )
         with trio.move_on_after(lifetime_bound_s(settings)):
-            await docker.container_wait(name, condition="removed")
+            try:
+                await docker.container_wait(name, condition="removed")
+            except NotFound:
+                pass  # removed before the wait began
             return
     log.warning("replacing leftover container name=%s", name)
     await docker.container_remove(name)

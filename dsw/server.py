@@ -18,6 +18,7 @@ to bottom:
 from __future__ import annotations
 
 import logging
+import time
 
 import trio
 
@@ -49,13 +50,14 @@ class TypeServer:
         self._tracker = OffsetTracker()
         # Set when a job gives its slot back, so the poll loop takes the next one at once.
         self._slot_freed = trio.Event()
+        self._idle = False  # assigned no partition (said once, until it gets one)
 
     async def serve(self) -> None:
         """Consume until drained; every job task lives in this function's nursery."""
         settings = self.ctx.settings
         metrics.capacity.labels(sandbox=self.name).set(settings.max_containers)
         async with self.ctx.kafka.open_consumer(
-            self.topic, self.ctx.group, self._tracker
+            self.topic, self.ctx.group, self._tracker, self._assigned
         ) as consumer:
             self._readiness.consumers[self.name] = consumer
             log.info("consuming topic=%s group=%s", self.topic, self.ctx.group)
@@ -100,10 +102,21 @@ class TypeServer:
             if not await consumer.commit():
                 metrics.commit_failures.inc()
 
+    def _assigned(self, partitions: list[Partition]) -> None:
+        """After a rebalance: say plainly when this worker gets nothing to do."""
+        metrics.partitions_assigned.labels(sandbox=self.name).set(len(partitions))
+        if not partitions and not self._idle:
+            log.info(
+                "no partition of topic=%s assigned to this worker: the group has more members "
+                "than the topic has partitions; idle until a rebalance gives it one",
+                self.topic,
+            )
+        self._idle = not partitions
+
     def _take(self, record: Record, job_tasks: trio.Nursery) -> bool:
         """Begin the record and start the task that answers it; False (nothing begun) if it
         needs a slot and none is free."""
-        parsed = self._parse(record)
+        parsed = self._expired(record, self._parse(record))
         token = object()
         if isinstance(parsed, Accepted) and parsed.job_id not in self._in_flight:
             try:
@@ -139,6 +152,17 @@ class TypeServer:
             log.exception("cannot read record %s", where(record))
             return DeadLetter(f"internal error reading the record: {exc!r}", "internal_error")
 
+    def _expired(self, record: Record, parsed: Parsed) -> Parsed:
+        """A job that waited longer than WORKER_JOB_MAX_AGE_S (the scheduler has given up on it by
+        then and would drop its result) is rejected instead of run; a run under way is joined."""
+        max_age_s = self.ctx.settings.job_max_age_s
+        if not (max_age_s and isinstance(parsed, Accepted)) or parsed.job_id in self._in_flight:
+            return parsed
+        age_s = time.time() - record.timestamp_ms / 1000
+        if age_s <= max_age_s:
+            return parsed
+        return Rejected(parsed.job_id, f"expired: {age_s:.0f} s in the queue", "expired")
+
     def _finish(self, partition: Partition, offset: int) -> None:
         """The record's answer is acknowledged: its offset may commit."""
         self._tracker.finish(partition, offset)
@@ -155,10 +179,18 @@ class TypeServer:
             self._in_flight.ended(rejected.job_id)
 
     async def _run(self, record: Record, accepted: Accepted, token: object) -> None:
+        answered = False
         try:
             await jobs.run_job(self.ctx, record, accepted)
             self._in_flight.answered(accepted.job_id)
+            answered = True
         finally:
+            if not answered and self._drain.stopping.is_set():
+                log.warning(
+                    "shutdown cut off job=%s %s: not answered; it will be redelivered",
+                    accepted.job_id,
+                    where(record),
+                )
             self._in_flight.ended(accepted.job_id)
             self._limiter.release_on_behalf_of(token)
             self._slot_freed.set()

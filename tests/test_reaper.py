@@ -54,6 +54,9 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
         docker, f"dsw-reap-gone-{tag}", dsw_labels(settings.worker_id + "-gone", dead_pid)
     )
     unlabelled = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
+    # The original Java worker's live run: same names, no labels, running.
+    java_live = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
+    await docker.container_start(java_live)
     alive = await create(
         docker, f"dsw-reap-alive-{tag}", dsw_labels(settings.worker_id + "-alive", os.getppid())
     )
@@ -76,11 +79,11 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
         left = {c["Id"] for c in await docker.containers_list()}
         assert gone not in left
         assert unlabelled not in left
-        assert {alive, elsewhere, other_pids, mine_running, stranger} <= left
+        assert {java_live, alive, elsewhere, other_pids, mine_running, stranger} <= left
         assert removed == 2
     finally:
         with trio.move_on_after(30, shield=True):
-            for container in (alive, elsewhere, other_pids, mine_running, stranger):
+            for container in (java_live, alive, elsewhere, other_pids, mine_running, stranger):
                 await docker.container_remove(container)
 
 
@@ -114,3 +117,11 @@ def test_orphan_reasons_of_each_kind() -> None:
     assert orphan_reason(listed(elsewhere), UNIT, set(), NOW) is None
     other_pids = dsw_labels("other", dead, pidns="pid:[1]")
     assert orphan_reason(listed(other_pids), UNIT, set(), NOW) is None
+
+
+def test_an_unlabelled_container_is_reaped_only_when_not_running_or_too_old() -> None:
+    assert orphan_reason(listed({}), UNIT, set(), NOW) is None
+    for state in ("exited", "created", "dead"):
+        assert orphan_reason(listed({}, state=state), UNIT, set(), NOW) is not None
+    too_old = listed({}, age_s=lifetime_bound_s(UNIT) + 1)
+    assert (orphan_reason(too_old, UNIT, set(), NOW) or "").startswith("older than any job")

@@ -259,6 +259,31 @@ async def test_another_worker_s_run_of_the_same_job_is_waited_for_not_killed(
     assert outcomes[0].stdout == "second\n"
 
 
+async def test_another_system_s_live_run_of_the_same_job_is_waited_for_not_killed(
+    docker: DockerClient, settings: Settings
+) -> None:
+    # The original Java worker on the same daemon: the same container name, no labels at all.
+    request = request_for(settings, "echo after java\n")
+    java = {"Image": "dsw-sandbox:linux-amd64-shell", "Entrypoint": ["sleep"], "Cmd": ["60"]}
+    existing, _ = await docker.container_create(f"sandbox-job-{request.job_id}", java)
+    await docker.container_start(existing)
+    outcomes: list[ScriptOutcome] = []
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def second_run() -> None:
+                outcomes.append(await run_script(docker, settings, request))
+
+            nursery.start_soon(second_run)
+            await trio.sleep(1.5)
+            assert (await docker.container_inspect(existing))["State"]["Running"]
+            await docker.container_remove(existing)  # the Java worker's run ends
+    finally:
+        with trio.move_on_after(15, shield=True):
+            await docker.container_remove(existing)
+    assert outcomes[0].stdout == "after java\n"
+
+
 async def test_a_leftover_of_the_same_job_is_replaced(
     docker: DockerClient, settings: Settings
 ) -> None:

@@ -82,7 +82,7 @@ class FakeKafka:
 
     @asynccontextmanager
     async def open_consumer(
-        self, topic: str, group: str, tracker: OffsetTracker
+        self, topic: str, group: str, tracker: OffsetTracker, on_assigned: Any
     ) -> AsyncIterator[FakeConsumer]:
         self.consumers[topic] = FakeConsumer(tracker)
         yield self.consumers[topic]

@@ -227,6 +227,8 @@ async def test_sigterm_cancels_a_long_job_after_the_drain_timeout(
         assert await worker.wait(timeout_s=30) == 0
     assert await containers_of(docker, ws.worker_id) == []
     assert await committed(ws, SHELL) == {}
+    assert f"shutdown cut off job={job_id}" in worker.output
+    assert "it will be redelivered" in worker.output
     # The job was not lost: the next worker runs it again.
     ws_short = msgspec.structs.replace(ws, job_timeout_s=2, max_job_timeout_s=2)
     async with run_worker(ws_short, "-next") as worker:

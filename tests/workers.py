@@ -46,8 +46,7 @@ def worker_settings(settings: Settings, topic_prefix: str, **changes: Any) -> Se
         consumer_group_prefix=f"{topic_prefix}workers.",
         running_topic=f"{topic_prefix}running",
         finished_topic=f"{topic_prefix}finished",
-        runner_types=("linux-amd64-mono", "linux-amd64-shell"),
-        **changes,
+        **{"runner_types": ("linux-amd64-mono", "linux-amd64-shell"), **changes},
     )
 
 
