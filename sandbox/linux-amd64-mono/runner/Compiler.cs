@@ -47,6 +47,10 @@ namespace Dsw
         readonly CsxReportPrinter printer;
         readonly Evaluator evaluator;
 
+        // main.csx lines of the compiled methods; null when Mono.CSharp is not the one
+        // LineNumbers knows.
+        public readonly LineNumbers Lines;
+
         public ScriptCompiler(string fileName, CsxScript script)
         {
             this.script = script;
@@ -56,8 +60,10 @@ namespace Dsw
             settings.TabSize = CsxReportPrinter.TabSize;
             settings.Unsafe = true;
             foreach (var symbol in script.DefinedSymbols) settings.AddConditionalSymbol(symbol);
-            evaluator = new Evaluator(new CompilerContext(settings, printer));
+            var context = new CompilerContext(settings, printer);
+            evaluator = new Evaluator(context);
             evaluator.WaitOnTask = false; // the runner awaits the script's Task itself
+            Lines = LineNumbers.Attach(evaluator, context, fileName);
         }
 
         // The statements ready to run, or null after printing the compile errors.

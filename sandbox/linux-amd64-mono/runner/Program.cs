@@ -5,7 +5,6 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
-using System.Reflection;
 using System.Text;
 using System.Threading.Tasks;
 
@@ -42,9 +41,10 @@ namespace Dsw
         {
             CsxScript script = Load(fileName, source);
             if (script == null) return 1;
-            List<CompiledStatement> statements = new ScriptCompiler(fileName, script).Compile();
+            var compiler = new ScriptCompiler(fileName, script);
+            List<CompiledStatement> statements = compiler.Compile();
             if (statements == null) return 1;
-            return RunStatements(statements);
+            return RunStatements(statements, compiler.Lines, fileName);
         }
 
         static void SetUpConsole()
@@ -94,7 +94,7 @@ namespace Dsw
         }
 
         // Runs the statements in order: 0, or 1 after reporting an unhandled exception.
-        static int RunStatements(List<CompiledStatement> statements)
+        static int RunStatements(List<CompiledStatement> statements, LineNumbers lines, string fileName)
         {
             try
             {
@@ -110,31 +110,10 @@ namespace Dsw
             }
             catch (Exception e)
             {
-                ReportUnhandled(e);
+                Console.Error.WriteLine("Unhandled exception. " + StackTraces.Describe(e, lines, fileName));
                 return 1;
             }
             return 0;
-        }
-
-        static void ReportUnhandled(Exception e)
-        {
-            while (e is TargetInvocationException && e.InnerException != null) e = e.InnerException;
-            var lines = new List<string>(e.ToString().Replace("\r\n", "\n").Split('\n'));
-            // Drop the runner's and the evaluator's own frames from the end.
-            while (lines.Count > 1)
-            {
-                string l = lines[lines.Count - 1].Trim();
-                if (l.Length == 0
-                    || l.StartsWith("at Mono.CSharp.", StringComparison.Ordinal)
-                    || l.StartsWith("at Dsw.", StringComparison.Ordinal)
-                    || l.StartsWith("at System.Runtime.CompilerServices.TaskAwaiter", StringComparison.Ordinal)
-                    || l.StartsWith("at System.Runtime.ExceptionServices.ExceptionDispatchInfo", StringComparison.Ordinal)
-                    || l.StartsWith("--- End of stack trace from previous location", StringComparison.Ordinal))
-                    lines.RemoveAt(lines.Count - 1);
-                else
-                    break;
-            }
-            Console.Error.WriteLine("Unhandled exception. " + string.Join("\n", lines));
         }
     }
 }
