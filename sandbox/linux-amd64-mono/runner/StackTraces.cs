@@ -308,14 +308,19 @@ namespace Dsw
         }
 
         // Line breaks as written to the console; no empty line where every frame of an
-        // exception was left out.
+        // exception was left out, and none of the runtime's frames of the runner or the
+        // evaluator where the frames could not be replaced.
         static string Tidy(string text)
         {
             var lines = new List<string>(text.Replace("\r\n", "\n").Split('\n'));
             for (int k = lines.Count - 1; k >= 1; k--)
             {
-                bool empty = lines[k].Trim().Length == 0;
-                if (empty && (k == lines.Count - 1 || lines[k + 1] == EndOfInnerTrace)) lines.RemoveAt(k);
+                string line = lines[k].Trim();
+                bool empty = line.Length == 0;
+                if ((empty && (k == lines.Count - 1 || lines[k + 1] == EndOfInnerTrace))
+                    || line.StartsWith("at Dsw.", StringComparison.Ordinal)
+                    || line.StartsWith("at Mono.CSharp.", StringComparison.Ordinal))
+                    lines.RemoveAt(k);
             }
             return string.Join("\n", lines);
         }
