@@ -22,11 +22,12 @@ from dsw.docker import open_docker
 from dsw.errors import DswError
 from dsw.job_files import jobs_from_files
 from dsw.log import setup_logging
-from dsw.messages import FinishedWith, fit
+from dsw.messages import FinishedWith, encode
 from dsw.preflight import preflight
 from dsw.reaper import reap
 from dsw.sandbox import ScriptOutcome, run_script
 from dsw.sandbox_types import load_sandbox_type
+from dsw.terminal import write_output
 
 
 def _seconds(text: str) -> float:
@@ -38,6 +39,9 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
     return value
+
+
+RAW_HELP = "write the script's output to a terminal as is (control sequences included)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--json", action="store_true", help="print the result as `finished` carries it"
     )
+    run.add_argument("--raw", action="store_true", help=RAW_HELP)
 
     submit = commands.add_parser(
         "submit",
@@ -82,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=_seconds, help="give up waiting after S seconds (exit 2)")
     submit.add_argument("--no-wait", action="store_true", help="publish, print the job ids, exit")
     submit.add_argument("--json", action="store_true", help="one `finished` JSON line per job")
+    submit.add_argument("--raw", action="store_true", help=RAW_HELP)
 
     commands.add_parser("reap", help="remove orphaned sandbox containers")
     return parser
@@ -146,17 +152,16 @@ async def _run_command(settings: Settings, args: argparse.Namespace) -> int:
     if outcome is None:
         print("dsw run: interrupted; the container was removed", file=sys.stderr)
         return exit_codes.INTERRUPTED
+    finished = outcomes.accepted(job.job_id, outcome, settings)
     if args.json:
-        finished = outcomes.accepted(job.job_id, outcome, settings.worker_id)
-        print(fit(finished, settings.max_message_bytes).decode())
+        print(encode(finished).decode())
     else:
-        sys.stdout.write(outcome.stdout)
-        sys.stderr.write(outcome.stderr)
+        assert finished.script_results is not None
+        write_output(sys.stdout, finished.script_results.stdout, args.raw)
+        write_output(sys.stderr, finished.script_results.stderr, args.raw)
         if outcome.finished_with is not FinishedWith.SUCCEEDED:
             print(
-                f"dsw run: {outcome.finished_with.value} (exit code {outcome.exit_code}"
-                f"{', out of memory' if outcome.oom_killed else ''}"
-                f"{', output limit exceeded' if outcome.output_limit_exceeded else ''})",
+                f"dsw run: {outcome.finished_with.value} (exit code {outcome.exit_code})",
                 file=sys.stderr,
             )
     return exit_codes.OF_OUTCOME[outcome.finished_with]
@@ -180,6 +185,7 @@ async def _submit_command(settings: Settings, args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         wait=not args.no_wait,
         json_lines=args.json,
+        raw=args.raw,
     )
     return await submit(settings, options)
 

@@ -112,6 +112,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
         Annotated[int, Meta(ge=0, le=1000)], _doc("block I/O weight where the kernel has it; 0 off")
     ] = 400
     tmpfs_bytes: Annotated[Bytes, _doc("size of the /tmp and HOME tmpfs each")] = 256 * MiB
+    shm_bytes: Annotated[Bytes, _doc("size of /dev/shm (a tmpfs counted as memory)")] = 64 * MiB
     nofile_limit: Annotated[PositiveInt, _doc("open files per process (ulimit -n)")] = 1024
     file_size_limit_bytes: Annotated[Bytes, _doc("largest file a job may write (ulimit -f)")] = (
         64 * MiB
@@ -154,6 +155,14 @@ def parse_size(text: str) -> int:
     if not match:
         raise ValueError(f"not a size: {text!r} (e.g. 1048576, 256k, 1g)")
     return int(match[1]) * _UNITS[match[2].lower()]
+
+
+def human_bytes(size: int) -> str:
+    """`256 KiB`, `1 GiB`, `1000 bytes`: binary units where they are exact."""
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"
 
 
 def unix_socket_path(docker_host: str) -> str | None:

@@ -1,7 +1,8 @@
 """The hardened container configuration of one job, as the Engine API's create body.
 
-Defaults are the original worker's limits plus: no capabilities, no new privileges, the default
-seccomp profile, a read-only root with size-limited tmpfs for /tmp and HOME, a non-root user,
+Defaults are the original worker's limits plus: no capabilities, no new privileges, dsw's own
+seccomp profile (sandbox/seccomp.json: Docker's default minus io_uring, ptrace and more), a
+read-only root with size-limited tmpfs for /tmp and HOME and a sized /dev/shm, a non-root user,
 an init process, no container log (output is read by attaching), ulimits, no network unless the
 type needs it, no host mounts and no worker environment. The job files live in an anonymous
 volume at /tmp/script, filled through the archive endpoint and removed with the container.
@@ -9,13 +10,17 @@ volume at /tmp/script, filled through the archive endpoint and removed with the 
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from dsw.config import Settings
+from dsw.errors import ConfigError
 from dsw.sandbox_types import SandboxType
 
 SCRIPT_DIR = "/tmp/script"
@@ -77,6 +82,20 @@ def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, s
     }
 
 
+@functools.cache
+def _seccomp_profile(path: Path) -> str:
+    """The profile as the Engine API takes it: compact JSON, inline (Docker 20.10 reads no path)."""
+    try:
+        return json.dumps(json.loads(path.read_text(encoding="utf-8")), separators=(",", ":"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(path), f"cannot read the seccomp profile: {exc}") from exc
+
+
+def seccomp_option(settings: Settings, sandbox: SandboxType) -> str:
+    """The `SecurityOpt` entry that applies the type's seccomp profile."""
+    return "seccomp=" + _seccomp_profile(Path(settings.sandbox_dir) / sandbox.seccomp)
+
+
 def _tmpfs(settings: Settings, sandbox: SandboxType) -> str:
     exec_flag = "exec" if sandbox.tmpfs_exec else "noexec"
     return f"rw,nosuid,nodev,{exec_flag},size={settings.tmpfs_bytes}"
@@ -109,7 +128,8 @@ def container_config(
         "Image": sandbox.image,
         "Entrypoint": [ENTRYPOINT],
         "Cmd": list(sandbox.command),
-        "Env": list(sandbox.env),
+        # dsw-entry (the entrypoint) counts on docker-init sending stop signals to its group.
+        "Env": [*sandbox.env, "TINI_KILL_PROCESS_GROUP=1"],
         "User": USER,
         "WorkingDir": "/tmp",
         "Labels": labels(settings, sandbox, job_id),
@@ -125,7 +145,8 @@ def container_config(
             "Tmpfs": {"/tmp": tmpfs, HOME: f"{tmpfs},uid={uid},gid={gid}"},
             "ReadonlyRootfs": True,
             "CapDrop": ["ALL"],
-            "SecurityOpt": ["no-new-privileges"],
+            "SecurityOpt": ["no-new-privileges", seccomp_option(settings, sandbox)],
+            "ShmSize": settings.shm_bytes,
             "Privileged": False,
             "Init": True,
             "IpcMode": "private",
@@ -140,6 +161,7 @@ def container_config(
                     "Hard": settings.file_size_limit_bytes,
                 },
             ],
+            **({"Runtime": sandbox.runtime} if sandbox.runtime else {}),
             **resource_limits(settings, limits),
         },
     }

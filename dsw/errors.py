@@ -8,7 +8,8 @@
     ├── SandboxError           a sandbox type cannot serve jobs
     │   ├── UnknownSandboxType no sandbox/<type>/sandbox.toml
     │   ├── ImageMissing       the type's image is neither present nor pullable
-    │   └── LimitsNotEnforced  the daemon says a requested limit would not be enforced
+    │   ├── LimitsNotEnforced  the daemon says a requested limit would not be enforced
+    │   └── NotConfinable      the daemon lacks the type's runtime, or cannot apply its seccomp
     ├── KafkaUnavailable       Kafka did not give what was needed in time (`dsw submit`, readers)
     ├── MessageTooLarge        the broker refused a message as too large
     └── DockerError            the Engine API answered with an error (endpoint, status, message)
@@ -72,6 +73,10 @@ class LimitsNotEnforced(SandboxError):
     def __init__(self, warnings: list[str]) -> None:
         super().__init__("the Docker daemon would not enforce the limits: " + "; ".join(warnings))
         self.warnings = warnings
+
+
+class NotConfinable(SandboxError):
+    pass
 
 
 class DockerError(DswError):

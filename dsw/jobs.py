@@ -176,7 +176,7 @@ async def _execute(ctx: JobContext, record: Record, request: ScriptRequest) -> F
             metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason="internal_error").inc()
             log.exception("internal error job=%s", request.job_id)
             return outcomes.rejected(request.job_id, f"internal error: {exc!r}", worker_id)
-        return outcomes.accepted(request.job_id, outcome, worker_id)
+        return outcomes.accepted(request.job_id, outcome, ctx.settings)
     raise AssertionError("unreachable")
 
 

@@ -125,39 +125,38 @@ def _prefix_within(text: str, budget_bytes: int) -> str:
     return text[:low]
 
 
-def fit(message: Finished, max_bytes: int) -> bytes:
-    """`message` encoded within `max_bytes`, trimming stdout and stderr (flagged) to fit.
+def fit(message: Finished, max_bytes: int, stderr_tail: int = 0) -> bytes:
+    """`message` encoded within `max_bytes` (see `fitted`)."""
+    return encode(fitted(message, max_bytes, stderr_tail))
+
+
+def fitted(message: Finished, max_bytes: int, stderr_tail: int = 0) -> Finished:
+    """`message`, its stdout and stderr trimmed (and flagged) so that it encodes within
+    `max_bytes`; the last `stderr_tail` characters of stderr are kept whole.
 
     JSON escaping can take six bytes for one character, so the budget is counted in encoded bytes.
     """
     results = message.script_results
-    if results is not None and max(len(results.stdout), len(results.stderr)) > max_bytes:
-        # A character takes at least one byte: cut what cannot fit before encoding anything.
-        results = msgspec.structs.replace(
-            results,
-            stdout=results.stdout[:max_bytes],
-            stderr=results.stderr[:max_bytes],
-            stdout_truncated=results.stdout_truncated or len(results.stdout) > max_bytes,
-            stderr_truncated=results.stderr_truncated or len(results.stderr) > max_bytes,
-        )
-        message = msgspec.structs.replace(message, script_results=results)
-    data = encode(message)
-    if len(data) <= max_bytes or results is None:
-        return data
-    empty = msgspec.structs.replace(results, stdout="", stderr="")
+    if results is None or len(encode(message)) <= max_bytes:
+        return message
+    tail = results.stderr[len(results.stderr) - stderr_tail :] if stderr_tail else ""
+    body = results.stderr[: len(results.stderr) - len(tail)]
+    # A character takes at least one byte: cut what cannot fit before encoding anything.
+    stdout_cut, body_cut = results.stdout[:max_bytes], body[:max_bytes]
+    empty = msgspec.structs.replace(results, stdout="", stderr=tail)
     budget = max_bytes - len(encode(msgspec.structs.replace(message, script_results=empty)))
-    out_len, err_len = _encoded_len(results.stdout), _encoded_len(results.stderr)
+    out_len, err_len = _encoded_len(stdout_cut), _encoded_len(body_cut)
     # Each stream gets half the budget; what one leaves unused goes to the other.
     half = max(budget, 0) // 2
     out_budget = min(out_len, max(half, budget - err_len))
     err_budget = max(budget - out_budget, 0)
-    stdout = _prefix_within(results.stdout, out_budget)
-    stderr = _prefix_within(results.stderr, err_budget)
+    stdout = _prefix_within(stdout_cut, out_budget)
+    stderr = _prefix_within(body_cut, err_budget)
     trimmed = msgspec.structs.replace(
         results,
         stdout=stdout,
-        stderr=stderr,
+        stderr=stderr + tail,
         stdout_truncated=results.stdout_truncated or len(stdout) < len(results.stdout),
-        stderr_truncated=results.stderr_truncated or len(stderr) < len(results.stderr),
+        stderr_truncated=results.stderr_truncated or len(stderr) < len(body),
     )
-    return encode(msgspec.structs.replace(message, script_results=trimmed))
+    return msgspec.structs.replace(message, script_results=trimmed)

@@ -1,28 +1,54 @@
-"""The one place where what happened to a job becomes the `finished` message that says so."""
+"""The one place where what happened to a job becomes the `finished` message that says so.
+
+The scheduler keeps only `finishedWith`, `stdout` and `stderr`, so what a script cannot say for
+itself (the worker stopped it at the output or time limit, the kernel killed it for memory) is
+one plain `dsw: ...` line at the end of stderr. The line is kept within the output cap and within
+the message size: the script's own stderr gives way to it.
+"""
 
 from __future__ import annotations
 
-from dsw.messages import Finished, JobStatus, ScriptResults
+from dsw.config import Settings
+from dsw.messages import Finished, JobStatus, ScriptResults, fitted
 from dsw.sandbox import ScriptOutcome
 
 
-def accepted(job_id: str, outcome: ScriptOutcome, worker_id: str) -> Finished:
-    """The script ran: ACCEPTED with its results."""
+def accepted(job_id: str, outcome: ScriptOutcome, settings: Settings) -> Finished:
+    """The script ran: ACCEPTED with its results, within WORKER_MAX_MESSAGE_BYTES."""
+    stderr, cut, note_len = _with_note(outcome.stderr, outcome.note, settings.output_limit_bytes)
     results = ScriptResults(
         finished_with=outcome.finished_with,
         stdout=outcome.stdout,
-        stderr=outcome.stderr,
+        stderr=stderr,
         exit_code=outcome.exit_code,
         duration_seconds=outcome.duration_s,
         oom_killed=outcome.oom_killed,
         stdout_truncated=outcome.stdout_truncated,
-        stderr_truncated=outcome.stderr_truncated,
+        stderr_truncated=outcome.stderr_truncated or cut,
         output_limit_exceeded=outcome.output_limit_exceeded,
         peak_memory_bytes=outcome.peak_memory_bytes,
     )
-    return Finished(
-        job_id=job_id, status=JobStatus.ACCEPTED, script_results=results, worker_id=worker_id
+    finished = Finished(
+        job_id=job_id,
+        status=JobStatus.ACCEPTED,
+        script_results=results,
+        worker_id=settings.worker_id,
     )
+    return fitted(finished, settings.max_message_bytes, stderr_tail=note_len)
+
+
+def _with_note(stderr: str, note: str, cap_bytes: int) -> tuple[str, bool, int]:
+    """`stderr` with `note` at its end on a line of its own, within `cap_bytes` (UTF-8); whether
+    the script's stderr had to be cut for it; the note's length as appended."""
+    if not note:
+        return stderr, False, 0
+    if stderr and not stderr.endswith("\n"):
+        note = "\n" + note
+    room = cap_bytes - len(note.encode())
+    body = stderr.encode()
+    if len(body) <= room:
+        return stderr + note, False, len(note)
+    return body[: max(room, 0)].decode("utf-8", "ignore") + note, True, len(note)
 
 
 def rejected(job_id: str, reason: str, worker_id: str) -> Finished:

@@ -1,4 +1,6 @@
-"""Checks before a sandbox type serves jobs: its image is there, and its limits would hold."""
+"""Checks before a sandbox type serves jobs: its image is there, the daemon has its runtime and
+can apply its seccomp profile, its limits would hold, and a probe container really runs confined.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +10,20 @@ import uuid
 import trio
 
 from dsw.config import Settings
-from dsw.container_spec import JobLimits, container_config, unenforced
+from dsw.container_spec import JobLimits, container_config, seccomp_option, unenforced
 from dsw.docker.client import DockerClient
-from dsw.errors import DockerError, ImageMissing, LimitsNotEnforced, NotFound
+from dsw.errors import (
+    DockerError,
+    DockerUnavailable,
+    ImageMissing,
+    LimitsNotEnforced,
+    NotConfinable,
+    NotFound,
+)
 from dsw.sandbox_types import SandboxType
+
+# Exits 0 only where the kernel filters the process's system calls (seccomp mode 2).
+_SECCOMP_PROBE = ["sh", "-c", "grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status"]
 
 log = logging.getLogger(__name__)
 
@@ -36,25 +48,73 @@ async def ensure_image(docker: DockerClient, settings: Settings, sandbox: Sandbo
     raise ImageMissing(f"image {sandbox.image} is missing and the pull timed out; {hint}")
 
 
-async def check_limits(docker: DockerClient, settings: Settings, sandbox: SandboxType) -> None:
-    """Create (never start) a probe container with the job settings; LimitsNotEnforced if the
-    daemon warns that a requested limit would not hold."""
-    if not settings.enable_resource_limits:
-        log.warning("resource limits are off (WORKER_ENABLE_RESOURCE_LIMITS=false)")
-        return
+async def check_daemon(docker: DockerClient, sandbox: SandboxType) -> None:
+    """The daemon has the type's runtime and applies seccomp profiles; NotConfinable if not."""
+    info = await docker.system_info()
+    runtimes = sorted(info.get("Runtimes") or {})
+    if sandbox.runtime and sandbox.runtime not in runtimes:
+        raise NotConfinable(
+            f"sandbox type {sandbox.name} needs the runtime {sandbox.runtime!r}, which the Docker "
+            f"daemon does not have (it has: {', '.join(runtimes) or 'none'}); install it and "
+            "register it in the daemon's daemon.json `runtimes`"
+        )
+    if not any(o.startswith("name=seccomp") for o in info.get("SecurityOptions") or []):
+        raise NotConfinable("the Docker daemon does not support seccomp: sandboxes need it")
+
+
+async def check_probe(docker: DockerClient, settings: Settings, sandbox: SandboxType) -> None:
+    """Create a probe container with the job settings: LimitsNotEnforced if the daemon warns
+    that a requested limit would not hold; then check that it stores the type's seccomp profile
+    and that a process in it runs under a seccomp filter (NotConfinable otherwise)."""
     config = container_config(settings, sandbox, JobLimits.defaults(settings), str(uuid.uuid4()))
+    config["Cmd"] = _SECCOMP_PROBE
     name = f"dsw-probe-{uuid.uuid4()}"
     container, warnings = await docker.container_create(name, config)
     try:
-        for warning in warnings:
-            log.warning("docker create warning sandbox=%s warning=%r", sandbox.name, warning)
-        if refused := unenforced(warnings):
-            raise LimitsNotEnforced(refused)
+        if settings.enable_resource_limits:
+            if refused := unenforced(warnings):
+                raise LimitsNotEnforced(refused)
+            if warnings and settings.blkio_weight:
+                _say_blkio_once(warnings)
+        stored = (await docker.container_inspect(container))["HostConfig"].get("SecurityOpt")
+        if seccomp_option(settings, sandbox) not in (stored or []):
+            raise NotConfinable(f"the daemon did not keep the seccomp profile of {sandbox.name}")
+        try:
+            await docker.container_start(container)
+        except DockerError as exc:
+            if isinstance(exc, DockerUnavailable):
+                raise
+            raise NotConfinable(
+                f"the daemon cannot start a {sandbox.name} container with the seccomp profile "
+                f"{sandbox.seccomp} of {settings.sandbox_dir}: {exc.message}"
+            ) from exc
+        with trio.move_on_after(settings.docker_timeout_s):
+            if await docker.container_wait(container) == 0:
+                return
+        raise NotConfinable(f"a {sandbox.name} container does not run under a seccomp filter")
     finally:
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True):
             await docker.container_remove(container)
 
 
+_told_blkio: list[str] = []
+
+
+def _say_blkio_once(warnings: list[str]) -> None:
+    """The only warning tolerated: the kernel has no block I/O weight. Said once, for what it is."""
+    if not _told_blkio:
+        _told_blkio.append(warnings[0])
+        log.info(
+            "this kernel has no block I/O weight (cgroup blkio.weight): WORKER_BLKIO_WEIGHT has "
+            "no effect and the sandboxes share disk I/O unweighted; every other limit holds "
+            "(daemon: %r)",
+            warnings[0],
+        )
+
+
 async def preflight(docker: DockerClient, settings: Settings, sandbox: SandboxType) -> None:
     await ensure_image(docker, settings, sandbox)
-    await check_limits(docker, settings, sandbox)
+    if not settings.enable_resource_limits:
+        log.warning("resource limits are off (WORKER_ENABLE_RESOURCE_LIMITS=false)")
+    await check_daemon(docker, sandbox)
+    await check_probe(docker, settings, sandbox)

@@ -19,7 +19,8 @@ import msgspec
 import trio
 
 from dsw import metrics
-from dsw.config import Settings
+from dsw.config import Settings, human_bytes
+from dsw.container_output import ContainerOutput, memory_peak
 from dsw.container_spec import (
     SCRIPT_DIR,
     WORKER_LABEL,
@@ -29,7 +30,6 @@ from dsw.container_spec import (
     unenforced,
 )
 from dsw.docker.client import DockerClient
-from dsw.docker.logs import STDERR, STDOUT, CappedOutput, FrameParser
 from dsw.errors import Conflict, DockerError, DockerUnavailable, LimitsNotEnforced, NotFound
 from dsw.messages import FinishedWith, validate_job_id
 from dsw.nursery import open_nursery
@@ -64,6 +64,8 @@ class ScriptOutcome(msgspec.Struct, frozen=True, kw_only=True):
     stderr_truncated: bool = False
     output_limit_exceeded: bool = False
     peak_memory_bytes: int | None = None
+    # What the worker (or the kernel) did that the script's output cannot tell: lines for stderr.
+    note: str = ""
 
 
 def container_name(job_id: str) -> str:
@@ -183,20 +185,6 @@ async def remove_container(docker: DockerClient, container: str, job_id: str) ->
         metrics.cleanup_failures.inc()
 
 
-class _Run:
-    """What the tasks of one running container learn about it."""
-
-    def __init__(self, settings: Settings) -> None:
-        # Past WORKER_MAX_MESSAGE_BYTES nothing could be published: counted, not kept.
-        keep = settings.max_message_bytes
-        self.stdout = CappedOutput(settings.output_limit_bytes, keep)
-        self.stderr = CappedOutput(settings.output_limit_bytes, keep)
-        self.output_limit_exceeded = False
-        self.peak_memory_bytes: int | None = None
-        self.logs_done = trio.Event()
-        self.logs_error: DockerError | None = None
-
-
 async def _start_and_wait(
     docker: DockerClient,
     settings: Settings,
@@ -204,111 +192,95 @@ async def _start_and_wait(
     container: str,
     on_started: Callable[[], None] | None,
 ) -> ScriptOutcome:
-    run = _Run(settings)
+    output = ContainerOutput(settings)
     async with open_nursery() as nursery:
-        await nursery.start(_collect_output, docker, container, run)
+        await nursery.start(output.collect, docker, container)
         with metrics.container_start.time():
             await docker.container_start(container)
         started = trio.current_time()
         if on_started is not None:
             on_started()
-        nursery.start_soon(_sample_memory, docker, container, run)
-        exit_code, timed_out = await _wait_for_exit(docker, settings, request, container)
+        exit_code, timed_out, peak = await _wait_for_exit(docker, settings, request, container)
         duration_s = trio.current_time() - started
         metrics.container_run.observe(duration_s)
         with trio.move_on_after(LOG_DRAIN_S):
-            await run.logs_done.wait()
+            await output.done.wait()
         nursery.cancel_scope.cancel(reason="container exited")
-    if run.logs_error is not None:
-        raise run.logs_error
-    state = (await docker.container_inspect(container)).get("State", {})
+    if output.error is not None:
+        raise output.error
+    output.finish()
+    report = output.report
+    if report is not None:
+        oom_killed = bool(report.oom_kills)
+        peak = report.peak_memory_bytes
+        # The stop came only once the script had ended by itself: its exit code says how.
+        timed_out = timed_out and not report.signalled_after_exit
+    else:
+        # dsw-entry did not get to report (the container was killed): ask the daemon.
+        state = (await docker.container_inspect(container)).get("State", {})
+        oom_killed = bool(state.get("OOMKilled"))
+        peak = peak or output.peak_before_kill
     if timed_out:
         finished_with = FinishedWith.TIME_LIMIT_EXCEEDED
-    elif exit_code == 0 and not run.output_limit_exceeded:
+    elif exit_code == 0 and not output.over_limit:
         finished_with = FinishedWith.SUCCEEDED
     else:
         finished_with = FinishedWith.FAILED
     return ScriptOutcome(
         finished_with=finished_with,
-        stdout=run.stdout.text(),
-        stderr=run.stderr.text(),
+        stdout=output.stdout.text(),
+        stderr=output.stderr.text(),
         exit_code=exit_code,
         duration_s=round(duration_s, 3),
-        oom_killed=bool(state.get("OOMKilled")),
-        stdout_truncated=run.stdout.truncated,
-        stderr_truncated=run.stderr.truncated,
-        output_limit_exceeded=run.output_limit_exceeded,
-        peak_memory_bytes=run.peak_memory_bytes,
+        oom_killed=oom_killed,
+        stdout_truncated=output.stdout.truncated,
+        stderr_truncated=output.stderr.truncated,
+        output_limit_exceeded=output.over_limit is not None,
+        peak_memory_bytes=peak,
+        note=_note(settings, request, output.over_limit, oom_killed, timed_out),
     )
+
+
+def _note(
+    settings: Settings, request: ScriptRequest, over_limit: str | None, oom: bool, timed_out: bool
+) -> str:
+    """What the worker (or the kernel) did that the script's own output cannot tell, one plain
+    line per reason."""
+    lines = []
+    if over_limit:
+        limit = human_bytes(settings.output_limit_bytes)
+        lines.append(f"dsw: {over_limit} passed the {limit} output limit; the script was stopped")
+    if oom:
+        limit = human_bytes(request.limits.memory_bytes) if settings.enable_resource_limits else ""
+        lines.append(
+            f"dsw: the script ran out of memory{f' (limit {limit})' if limit else ''}; "
+            "the kernel killed it"
+        )
+    if timed_out:
+        lines.append(
+            f"dsw: the script passed its {request.limits.timeout_s:g} s time limit and was stopped"
+        )
+    return "".join(line + "\n" for line in lines)
 
 
 async def _wait_for_exit(
     docker: DockerClient, settings: Settings, request: ScriptRequest, container: str
-) -> tuple[int, bool]:
-    """The exit code, and whether the time limit stopped the container."""
+) -> tuple[int, bool, int | None]:
+    """The exit code; whether the time limit stopped the container (not if the script had
+    exited by itself when the limit came); the memory peak just before it was stopped."""
     with trio.move_on_after(request.limits.timeout_s):
-        return await docker.container_wait(container), False
-    return await _stop(docker, settings, container), True
+        return await docker.container_wait(container), False, None
+    peak = await memory_peak(docker, container)
+    stopped, exit_code = await _stop(docker, settings, container)
+    return exit_code, stopped, peak
 
 
-async def _stop(docker: DockerClient, settings: Settings, container: str) -> int:
-    """SIGTERM, SIGKILL after the grace; the exit code. DockerUnavailable if it will not stop."""
+async def _stop(docker: DockerClient, settings: Settings, container: str) -> tuple[bool, int]:
+    """SIGTERM, SIGKILL after the grace; whether it was still running, and the exit code.
+    DockerUnavailable if it will not stop."""
+    stopped = True
     with trio.move_on_after(settings.stop_grace_s + settings.docker_timeout_s):
-        await docker.container_stop(container, settings.stop_grace_s)
+        stopped = await docker.container_stop(container, settings.stop_grace_s)
     with trio.move_on_after(settings.docker_timeout_s):
-        return await docker.container_wait(container)
+        return stopped, await docker.container_wait(container)
     raise DockerUnavailable("POST /containers/stop", "the container did not stop")
-
-
-async def _collect_output(
-    docker: DockerClient,
-    container: str,
-    run: _Run,
-    *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Attach (reporting when attached), then read the output into the capped buffers; kill the
-    container when a cap is passed. A failure to attach is raised; a later one is kept in `run`."""
-    parser = FrameParser()
-    outputs = {STDOUT: run.stdout, STDERR: run.stderr}
-    attached = False
-    try:
-        async with docker.open_container_attach(container) as chunks:
-            task_status.started()
-            attached = True
-            async for chunk in chunks:
-                for stream, piece in parser.feed(chunk):
-                    output = outputs.get(stream)
-                    if output is not None and not output.append(piece):
-                        run.output_limit_exceeded = True
-                if run.output_limit_exceeded:
-                    break
-        # Detached first: the daemon would block the kill on an attach nobody reads any more.
-        if run.output_limit_exceeded:
-            await _kill(docker, container)
-    except DockerError as exc:
-        if not attached:
-            raise
-        run.logs_error = exc
-    finally:
-        run.logs_done.set()
-
-
-async def _kill(docker: DockerClient, container: str) -> None:
-    try:
-        await docker.container_kill(container)
-    except (Conflict, NotFound):
-        pass  # it has already stopped
-
-
-async def _sample_memory(docker: DockerClient, container: str, run: _Run) -> None:
-    """Best effort: the peak memory use the daemon reports while the container runs."""
-    try:
-        async with docker.open_container_stats(container) as samples:
-            async for sample in samples:
-                memory = sample.get("memory_stats") or {}
-                peak = memory.get("max_usage") or memory.get("usage")
-                if peak:
-                    run.peak_memory_bytes = max(peak, run.peak_memory_bytes or 0)
-    except DockerError as exc:
-        log.debug("memory sampling stopped container=%s error=%s", container, exc)

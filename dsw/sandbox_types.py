@@ -30,6 +30,10 @@ class SandboxType(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     nuget_config: bool = False
     tmpfs_exec: bool = False
     env: tuple[str, ...] = ("HOME=/home/sandbox",)
+    # The seccomp profile, relative to the sandbox folder.
+    seccomp: str = "seccomp.json"
+    # The OCI runtime (e.g. "runsc" for gVisor); None: the daemon's default (runc).
+    runtime: str | None = None
     build: SandboxBuild = SandboxBuild()
 
     @property

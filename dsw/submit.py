@@ -19,12 +19,14 @@ import trio
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from dsw import exit_codes
 from dsw.config import Settings
 from dsw.job_files import jobs_from_files
 from dsw.kafka import Kafka, Reader, create_topics, open_kafka, open_reader
 from dsw.messages import Finished, FinishedWith, JobStatus, Running
+from dsw.terminal import neutralised, write_output
 
 
 class State(enum.Enum):
@@ -67,6 +69,7 @@ class SubmitOptions:
     timeout_s: float | None = None
     wait: bool = True
     json_lines: bool = False
+    raw: bool = False
 
 
 def exit_code(submissions: list[Submission]) -> int:
@@ -214,8 +217,13 @@ class _Progress:
         for column in ("script", "job", "state", "elapsed"):
             table.add_column(column)
         for s in self.submissions:
-            table.add_row(s.name, s.job_id[:8], s.outcome(), f"{s.elapsed_s(now):.1f}s")
+            table.add_row(_name(s), s.job_id[:8], s.outcome(), f"{s.elapsed_s(now):.1f}s")
         return table
+
+
+def _name(submission: Submission) -> Text:
+    """A script's path in a table: text, never rich markup, and no control characters."""
+    return Text(neutralised(submission.name))
 
 
 def _report(options: SubmitOptions, submissions: list[Submission]) -> None:
@@ -225,20 +233,20 @@ def _report(options: SubmitOptions, submissions: list[Submission]) -> None:
     console = _console()
     for s in submissions:
         results = s.finished.script_results if s.finished else None
-        console.rule(f"{s.name} ({s.outcome()})")
+        console.rule(Text(f"{neutralised(s.name)} ({s.outcome()})"))
         if s.finished and s.finished.rejection_reason:
-            console.print(f"rejected: {s.finished.rejection_reason}", markup=False)
+            console.print(Text(f"rejected: {neutralised(s.finished.rejection_reason)}"))
         if results:
-            sys.stdout.write(results.stdout)
-            sys.stdout.flush()
-            sys.stderr.write(results.stderr)
+            # In order: each stream flushed before the next heading is written.
+            write_output(sys.stdout, results.stdout, options.raw)
+            write_output(sys.stderr, results.stderr, options.raw)
     summary = Table(title="summary")
     for column in ("script", "job id", "outcome", "exit code", "duration"):
         summary.add_column(column)
     for s in submissions:
         results = s.finished.script_results if s.finished else None
         summary.add_row(
-            s.name,
+            _name(s),
             s.job_id,
             s.outcome(),
             "" if results is None or results.exit_code is None else str(results.exit_code),

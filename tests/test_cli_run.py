@@ -15,6 +15,7 @@ import trio
 from dsw.config import Settings, environment_of
 from dsw.docker import DockerClient
 from tests.conftest import TEST_SCRIPTS, configure, containers_of
+from tests.terminals import run_on_terminal
 from tests.workers import run_dsw
 
 
@@ -36,6 +37,7 @@ async def test_exit_codes_and_outputs(
     assert b"FAILED (exit code 3)" in failing.stderr
     slow = await dsw_run(settings, str(TEST_SCRIPTS / "wait-6min.sh"), "--timeout", "1")
     assert slow.returncode == 124
+    assert b"dsw: the script passed its 1 s time limit and was stopped\n" in slow.stderr
     usage = await dsw_run(settings, str(tmp_path / "missing.sh"))
     assert usage.returncode == 2
 
@@ -50,6 +52,7 @@ async def test_stdin_and_json(docker: DockerClient, settings: Settings, tmp_path
     assert finished["status"] == "ACCEPTED"
     assert "line one" in finished["scriptResults"]["stdout"]
     assert finished["scriptResults"]["exitCode"] == 0
+    assert finished["scriptResults"]["peakMemoryBytes"] > 0
 
 
 async def test_ctrl_c_removes_the_container(docker: DockerClient, settings: Settings) -> None:
@@ -109,3 +112,24 @@ async def test_a_script_over_the_worker_s_size_limit_exits_2(
     result = await dsw_run(small, str(tmp_path / "big.sh"))
     assert result.returncode == 2
     assert b"script is over 1000 bytes" in result.stderr
+
+
+HOSTILE = "printf 'title\\033]0;pwned\\007 clear\\033[2J bell\\007 cr\\rover\\tend\\n'\n"
+
+
+async def test_output_on_a_terminal_is_neutralised_unless_raw(
+    docker: DockerClient, settings: Settings, tmp_path: Path
+) -> None:
+    (tmp_path / "hostile.sh").write_text(HOSTILE)
+    argv = [sys.executable, "-m", "dsw", "run", str(tmp_path / "hostile.sh")]
+    code, shown = await run_on_terminal(argv, environment_of(settings))
+    assert code == 0
+    assert b"\x1b" not in shown
+    assert b"\x07" not in shown
+    assert b"title\\x1b]0;pwned\\x07 clear\\x1b[2J bell\\x07 cr\\rover\tend" in shown
+    code, raw = await run_on_terminal([*argv, "--raw"], environment_of(settings))
+    assert code == 0
+    assert b"\x1b]0;pwned\x07" in raw
+    # A pipe gets the bytes as they are.
+    piped = await dsw_run(settings, str(tmp_path / "hostile.sh"))
+    assert piped.stdout == b"title\x1b]0;pwned\x07 clear\x1b[2J bell\x07 cr\rover\tend\n"

@@ -55,3 +55,16 @@ def test_only_what_can_be_published_is_kept() -> None:
     assert output.truncated
     assert output.text() == "x" * 10
     assert not output.append(b"x" * 51)  # past the cap
+
+
+def test_the_tail_is_kept_and_can_be_dropped() -> None:
+    output = CappedOutput(100, keep_bytes=10, reserve_bytes=5, tail_bytes=4)
+    assert output.append(b"0123456789abc")
+    assert bytes(output.tail) == b"9abc"
+    output.drop_tail(3)
+    assert (output.total_bytes, output.text(), bytes(output.tail)) == (10, "0123456789", b"9")
+    assert not output.truncated
+    assert output.append(b"x" * 90)  # 100: at the cap
+    assert output.append(b"y" * 5)  # within the reserve: not passed yet...
+    assert output.over_limit  # ...but over the cap itself
+    assert not output.append(b"z")

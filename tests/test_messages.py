@@ -87,3 +87,18 @@ def test_finished_is_trimmed_to_fit_after_json_escaping(character: str) -> None:
     assert decoded["scriptResults"]["stderr"] == "e" * 10
     assert decoded["scriptResults"]["stderrTruncated"] is False
     assert set(decoded["scriptResults"]["stdout"]) == {character}
+
+
+def test_a_stderr_tail_survives_trimming() -> None:
+    note = "dsw: stdout passed the 256 KiB output limit; the script was stopped\n"
+    results = ScriptResults(
+        finished_with=FinishedWith.FAILED, stdout="o" * 300_000, stderr="e" * 300_000 + note
+    )
+    message = Finished(job_id=JOB_ID, status=JobStatus.ACCEPTED, script_results=results)
+    data = fit(message, 100_000, stderr_tail=len(note))
+    assert len(data) <= 100_000
+    decoded = msgspec.json.decode(data)["scriptResults"]
+    assert decoded["stderr"].endswith("e" + note)
+    assert decoded["stderrTruncated"] is True
+    small = fit(message, 100_000)  # without a tail, stderr is cut from the end
+    assert not msgspec.json.decode(small)["scriptResults"]["stderr"].endswith(note)

@@ -8,9 +8,10 @@ import pytest
 
 from dsw.config import Settings
 from dsw.docker import DockerClient
-from dsw.sandbox import FinishedWith, ScriptOutcome, run_script
+from dsw.messages import FinishedWith
+from dsw.sandbox import ScriptOutcome, run_script
 from tests.conftest import TEST_SCRIPTS
-from tests.test_sandbox import request_for
+from tests.sandbox_runs import request_for
 
 # What a script author cannot use: the evaluator's classes, the runner's and the
 # evaluator's frames, Mono's IL offsets and module ids.

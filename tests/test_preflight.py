@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import msgspec
 import pytest
 
 from dsw.config import Settings
 from dsw.docker import DockerClient
-from dsw.errors import ImageMissing
+from dsw.errors import ConfigError, ImageMissing, NotConfinable
 from dsw.preflight import ensure_image, preflight
+from dsw.sandbox import run_script
 from dsw.sandbox_types import load_sandbox_type
 from tests.conftest import configure, containers_of
+from tests.sandbox_runs import request_for
 
 
 async def test_a_served_type_passes_and_leaves_no_probe(
@@ -28,3 +33,48 @@ async def test_a_missing_image_names_the_recipe(docker: DockerClient, settings: 
     with pytest.raises(ImageMissing) as caught:
         await ensure_image(docker, configure(settings, image_pull_timeout_s=20), missing)
     assert "just sandbox linux-amd64-shell" in str(caught.value)
+
+
+async def test_an_explicit_runtime_is_checked_and_used(
+    docker: DockerClient, settings: Settings
+) -> None:
+    shell = load_sandbox_type(settings.sandbox_dir, "linux-amd64-shell")
+    runc = msgspec.structs.replace(shell, runtime="runc")
+    await preflight(docker, settings, runc)
+    request = msgspec.structs.replace(request_for(settings, "echo on runc\n"), sandbox=runc)
+    outcome = await run_script(docker, settings, request)
+    assert outcome.stdout == "on runc\n"
+
+
+async def test_a_missing_runtime_is_named(docker: DockerClient, settings: Settings) -> None:
+    shell = load_sandbox_type(settings.sandbox_dir, "linux-amd64-shell")
+    gvisor = msgspec.structs.replace(shell, runtime="runsc")
+    with pytest.raises(NotConfinable) as caught:
+        await preflight(docker, settings, gvisor)
+    assert "'runsc'" in str(caught.value)
+    assert "runc" in str(caught.value)  # what the daemon has
+
+
+async def test_a_profile_the_daemon_cannot_apply_stops_the_type(
+    docker: DockerClient, settings: Settings, tmp_path: Path
+) -> None:
+    shutil.copytree(settings.sandbox_dir, tmp_path / "sandbox")
+    (tmp_path / "sandbox" / "seccomp.json").write_text('{"defaultAction": "SCMP_ACT_BOGUS"}')
+    broken = configure(settings, sandbox_dir=str(tmp_path / "sandbox"))
+    shell = load_sandbox_type(broken.sandbox_dir, "linux-amd64-shell")
+    with pytest.raises(NotConfinable) as caught:
+        await preflight(docker, broken, shell)
+    assert "seccomp profile seccomp.json" in str(caught.value)
+    assert await containers_of(docker, settings.worker_id) == []
+
+
+async def test_an_unreadable_profile_names_its_file(
+    docker: DockerClient, settings: Settings, tmp_path: Path
+) -> None:
+    shutil.copytree(settings.sandbox_dir, tmp_path / "sandbox")
+    (tmp_path / "sandbox" / "seccomp.json").write_text("{not json")
+    broken = configure(settings, sandbox_dir=str(tmp_path / "sandbox"))
+    shell = load_sandbox_type(broken.sandbox_dir, "linux-amd64-shell")
+    with pytest.raises(ConfigError) as caught:
+        await preflight(docker, broken, shell)
+    assert "seccomp.json" in str(caught.value)

@@ -78,6 +78,7 @@ async def test_timeout_of_a_sleeping_script(docker: DockerClient, settings: Sett
     elapsed = trio.current_time() - started
     assert outcome.finished_with is FinishedWith.TIME_LIMIT_EXCEEDED
     assert outcome.stdout == "started\n"
+    assert outcome.note == "dsw: the script passed its 2 s time limit and was stopped\n"
     assert elapsed < 2 + settings.stop_grace_s + 10
 
 
@@ -105,6 +106,7 @@ async def test_output_flood_is_capped(docker: DockerClient, settings: Settings) 
     assert not outcome.stderr_truncated
     assert len(outcome.stdout.encode()) == 64 * 1024
     assert outcome.stdout.startswith("flood\nflood\n")
+    assert outcome.note == "dsw: stdout passed the 64 KiB output limit; the script was stopped\n"
     assert after - before < 100 * 1024  # KiB: the flood never sat in the worker's memory
 
 
@@ -115,6 +117,7 @@ async def test_one_huge_line_is_capped(docker: DockerClient, settings: Settings)
     assert outcome.output_limit_exceeded
     assert outcome.stderr_truncated
     assert outcome.stderr == "x" * (256 * 1024)
+    assert outcome.note.startswith("dsw: stderr passed the 256 KiB output limit")
 
 
 async def test_invalid_utf8_and_nul_bytes(docker: DockerClient, settings: Settings) -> None:
@@ -142,6 +145,57 @@ async def test_memory_bomb_is_oom_killed(docker: DockerClient, settings: Setting
     assert outcome.finished_with is FinishedWith.FAILED
     assert outcome.oom_killed
     assert outcome.exit_code == 137
+    assert (
+        outcome.note == "dsw: the script ran out of memory (limit 64 MiB); the kernel killed it\n"
+    )
+    # The cgroup's own high-water mark, not a sample: the bomb reached the limit.
+    assert outcome.peak_memory_bytes is not None
+    assert 60 * MiB <= outcome.peak_memory_bytes <= 64 * MiB
+
+
+async def test_peak_memory_of_every_job_is_the_cgroup_s_high_water_mark(
+    docker: DockerClient, settings: Settings
+) -> None:
+    short = await run(docker, settings, "echo quick\n")
+    assert short.peak_memory_bytes is not None  # even a job of milliseconds has one
+    assert short.stderr == ""  # dsw-entry's report never reaches the job's output
+    # 40 MiB in the tmpfs (memory) for a moment, then gone: the peak remembers it.
+    burst = "head -c 41943040 /dev/zero > /tmp/big && rm /tmp/big && echo done\n"
+    outcome = await run(docker, settings, burst)
+    assert outcome.stdout == "done\n"
+    assert outcome.peak_memory_bytes is not None
+    assert outcome.peak_memory_bytes >= 40 * MiB
+    # Stopped at its limit while ignoring SIGTERM (no report): the daemon's sample before.
+    stubborn = "trap '' TERM; head -c 20971520 /dev/zero > /tmp/big; sleep 300\n"
+    stopped = await run(docker, settings, stubborn, timeout_s=2)
+    assert stopped.finished_with is FinishedWith.TIME_LIMIT_EXCEEDED
+    assert stopped.peak_memory_bytes is not None
+    assert stopped.peak_memory_bytes >= 20 * MiB
+
+
+async def test_a_script_that_ended_before_its_limit_is_not_reported_over_it(
+    docker: DockerClient, settings: Settings
+) -> None:
+    # The deadline races the script's own exit: whatever wins, an exit the script made itself
+    # is reported by its exit code, never as TIME_LIMIT_EXCEEDED with exit code 0.
+    for script in ("exit 0\n", "exit 3\n") * 3:
+        outcome = await run(docker, settings, script, timeout_s=1e-9)
+        if outcome.finished_with is FinishedWith.TIME_LIMIT_EXCEEDED:
+            assert outcome.exit_code in (137, 143)
+        else:
+            assert outcome.exit_code == int(script.split()[1])
+            assert outcome.note == ""
+
+
+async def test_dev_shm_is_sized_and_counted_as_memory(
+    docker: DockerClient, settings: Settings
+) -> None:
+    outcome = await run(docker, settings, "df -k /dev/shm | tail -1\n")
+    assert outcome.stdout.split()[1] == str(settings.shm_bytes // 1024)
+    small = configure(settings, shm_bytes=8 * MiB)
+    full = await run(docker, small, "head -c 16777216 /dev/zero > /dev/shm/x; echo $?\n")
+    assert full.stdout == "1\n"
+    assert "No space left on device" in full.stderr
 
 
 async def test_no_network_in_a_none_sandbox(docker: DockerClient, settings: Settings) -> None:

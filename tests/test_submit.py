@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,10 +12,12 @@ import msgspec
 import pytest
 import trio
 
-from dsw.config import Settings
+from dsw.config import Settings, environment_of
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka
 from tests.conftest import TEST_SCRIPTS, configure
+from tests.terminals import run_on_terminal
+from tests.test_cli_run import HOSTILE
 from tests.workers import free_port, run_dsw, run_worker, worker_settings
 
 SHELL = "linux-amd64-shell"
@@ -126,3 +129,16 @@ async def test_no_broker_exits_2_within_the_kafka_timeout(settings: Settings) ->
     assert result.returncode == 2
     assert b"no broker answered" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+async def test_output_and_names_on_a_terminal_are_shown_as_text(
+    ws: Settings, tmp_path: Path
+) -> None:
+    script = write(tmp_path, "[red]odd.sh", HOSTILE)
+    argv = [sys.executable, "-m", "dsw", "submit", script, "--sandbox", SHELL]
+    code, shown = await run_on_terminal(argv, environment_of(ws))
+    assert code == 0, shown
+    assert b"\x1b]0;pwned\x07" not in shown
+    assert b"\x1b[2J" not in shown
+    assert b"title\\x1b]0;pwned\\x07" in shown
+    assert b"[red]odd.sh" in shown  # the name as it is, not rich markup

@@ -87,6 +87,9 @@ async def test_timeout_failure_and_success(
     finished = finished_of(records, ws)
     assert finished[slow_id]["scriptResults"]["finishedWith"] == "TIME_LIMIT_EXCEEDED"
     assert finished[slow_id]["scriptResults"]["stdout"] == "started\n"
+    # The scheduler keeps only stdout and stderr: the reason is said there.
+    note = "dsw: the script passed its 2 s time limit and was stopped\n"
+    assert finished[slow_id]["scriptResults"]["stderr"].endswith(note)
     assert finished[failing_id]["scriptResults"]["finishedWith"] == "FAILED"
     assert "bad" in finished[failing_id]["scriptResults"]["stderr"]
     assert finished[fine_id]["scriptResults"]["finishedWith"] == "SUCCEEDED"

@@ -12,7 +12,7 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -208,6 +208,11 @@ class DockerClient:
     async def ping(self) -> None:
         await self._request("GET", "/_ping")
 
+    async def system_info(self) -> Json:
+        """`GET /info`: the daemon's runtimes, security options, cgroup version, ..."""
+        result: Json = await self._json("GET", "/info")
+        return result
+
     # -- images ----------------------------------------------------------------------------
 
     async def image_inspect(self, name: str) -> Json:
@@ -267,23 +272,28 @@ class DockerClient:
         ) as chunks:
             yield chunks
 
-    def open_container_stats(
-        self, container: str
-    ) -> AbstractAsyncContextManager[AsyncIterator[Json]]:
-        """Streamed resource samples (about one a second) while the container runs."""
-        return self._open_json_lines("GET", f"/containers/{container}/stats", stream=1)
+    async def container_stats_once(self, container: str) -> Json:
+        """One resource sample, now (`one-shot`: without waiting a second for a second sample)."""
+        result: Json = await self._json(
+            "GET",
+            f"/containers/{container}/stats",
+            params={"stream": "false", "one-shot": "true"},
+        )
+        return result
 
     async def container_kill(self, container: str, signal: str = "KILL") -> None:
         await self._request("POST", f"/containers/{container}/kill", params={"signal": signal})
 
-    async def container_stop(self, container: str, grace_s: float) -> None:
-        """SIGTERM, then SIGKILL after `grace_s`; returns once the container has stopped."""
-        await self._request(
+    async def container_stop(self, container: str, grace_s: float) -> bool:
+        """SIGTERM, then SIGKILL after `grace_s`; returns once the container has stopped: True if
+        it stopped it, False if the container was no longer running (304)."""
+        response = await self._request(
             "POST",
             f"/containers/{container}/stop",
             params={"t": max(int(grace_s), 0)},
             timeout=self._long_poll,
         )
+        return response.status_code != 304
 
     async def container_inspect(self, container: str) -> Json:
         result: Json = await self._json("GET", f"/containers/{container}/json")

@@ -43,21 +43,45 @@ class FrameParser:
 
 class CappedOutput:
     """One stream: counts up to `limit_bytes` (the cap), keeps the first `keep_bytes` of it
-    (default: all); what is not kept is counted and dropped."""
+    (default: all) and the last `tail_bytes`; what is not kept is counted and dropped. The cap
+    is passed past `limit_bytes + reserve_bytes` (room for a trailer its writer may add)."""
 
-    def __init__(self, limit_bytes: int, keep_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        limit_bytes: int,
+        keep_bytes: int | None = None,
+        *,
+        reserve_bytes: int = 0,
+        tail_bytes: int = 0,
+    ) -> None:
         self.limit_bytes = limit_bytes
         self.keep_bytes = limit_bytes if keep_bytes is None else min(keep_bytes, limit_bytes)
+        self.reserve_bytes = reserve_bytes
+        self.tail_bytes = tail_bytes
         self._data = bytearray()
+        self.tail = bytearray()
         self.total_bytes = 0
 
     def append(self, piece: bytes) -> bool:
-        """Keep what fits; returns False once the cap has been passed."""
+        """Keep what fits; returns False once the cap (and its reserve) has been passed."""
         self.total_bytes += len(piece)
         room = self.keep_bytes - len(self._data)
         if room > 0:
             self._data += piece[:room]
-        return self.total_bytes <= self.limit_bytes
+        if self.tail_bytes:
+            self.tail += piece[-self.tail_bytes :]
+            del self.tail[: -self.tail_bytes]
+        return self.total_bytes <= self.limit_bytes + self.reserve_bytes
+
+    def drop_tail(self, size_bytes: int) -> None:
+        """Forget the stream's last `size_bytes` (a trailer that is not the writer's output)."""
+        self.total_bytes -= size_bytes
+        del self._data[self.total_bytes :]
+        del self.tail[len(self.tail) - size_bytes :]
+
+    @property
+    def over_limit(self) -> bool:
+        return self.total_bytes > self.limit_bytes
 
     @property
     def truncated(self) -> bool:

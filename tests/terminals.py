@@ -1,0 +1,40 @@
+"""Test helper: a command run with its stdout and stderr on a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import trio
+
+
+def _run_on_pty(argv: list[str], env: dict[str, str], timeout_s: float) -> tuple[int, bytes]:
+    master, slave = os.openpty()
+    try:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env
+        )
+    finally:
+        os.close(slave)
+    seen = bytearray()
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        return process.wait(timeout=timeout_s), bytes(seen)
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+
+
+async def run_on_terminal(
+    argv: list[str], env: dict[str, str], timeout_s: float = 120
+) -> tuple[int, bytes]:
+    """The exit code, and everything the command wrote to its terminal."""
+    return await trio.to_thread.run_sync(_run_on_pty, argv, env, timeout_s)
