@@ -24,10 +24,10 @@ from dsw.config import Settings
 from dsw.docker import DockerClient, open_docker
 from dsw.docker_health import DockerHealth
 from dsw.drain import Drain
-from dsw.errors import DockerUnavailable
+from dsw.errors import DockerUnavailable, KafkaUnavailable
 from dsw.inflight import InFlight
 from dsw.jobs import JobContext
-from dsw.kafka import open_kafka
+from dsw.kafka import create_topics, open_kafka
 from dsw.preflight import preflight
 from dsw.reaper import reap
 from dsw.sandbox_types import SandboxType, load_sandbox_types
@@ -91,6 +91,7 @@ async def _serve_with_docker(
     )
     in_flight = InFlight()
     async with open_kafka(settings) as kafka, trio.open_nursery() as services:
+        await ensure_topics(settings, sandboxes)
         servers = [
             TypeServer(
                 JobContext(
@@ -114,6 +115,31 @@ async def _serve_with_docker(
             for server in servers:
                 types.start_soon(server.serve)
         services.cancel_scope.cancel(reason="servers stopped")
+
+
+async def ensure_topics(settings: Settings, sandboxes: dict[str, SandboxType]) -> None:
+    """The topics this worker reads and writes, created with the scheduler's layout where they are
+    missing, so that its first start needs no broker-side auto-creation (and logs no alarm)."""
+    pending = [settings.pending_topic_prefix + name for name in sandboxes]
+    topics = [
+        *pending,
+        settings.running_topic,
+        settings.finished_topic,
+        *(topic + settings.dead_letter_suffix for topic in pending),
+    ]
+    try:
+        created = await create_topics(
+            settings.kafka_broker_url,
+            topics,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+        )
+    except KafkaUnavailable as exc:
+        # Not allowed to create them, say: they are awaited (consumers wait for their topic).
+        log.info("topics not created, waiting for them to exist: %s", exc)
+        return
+    if created:
+        log.info("created topics=%s partitions=%d", ",".join(created), settings.topic_partitions)
 
 
 async def serve_signals(drain: Drain, startup: trio.CancelScope) -> None:

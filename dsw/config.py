@@ -61,6 +61,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_message_bytes: Annotated[
         PositiveInt, _doc("largest message the broker accepts; `finished` is trimmed to fit")
     ] = 1000 * KiB
+    topic_partitions: Annotated[
+        PositiveInt, _doc("partitions of a topic the worker creates (it never shrinks one)")
+    ] = 2
+    topic_replication_factor: Annotated[
+        PositiveInt, _doc("replication factor of a topic the worker creates")
+    ] = 1
     kafka_timeout_s: Annotated[Seconds, _doc("Kafka request timeout")] = 30.0
     reconnect_backoff_s: Annotated[
         Seconds, _doc("first delay before reconnecting (Kafka, Docker)")
