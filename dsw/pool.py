@@ -87,10 +87,17 @@ class WarmPool:
         """A job of this type has published its result and its container is gone: refill."""
         self._wanted.set()
 
-    async def serve(self, stopping: trio.Event) -> None:
-        """Keep the pool full until `stopping` (drain) or cancellation; then discard it."""
+    async def serve(
+        self,
+        stopping: trio.Event,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep the pool full until `stopping` (drain) or cancellation; then discard it. Reports
+        started at once: jobs run cold until it has containers."""
         try:
             async with trio.open_nursery() as watchers:
+                task_status.started()
                 watchers.start_soon(self._discard_when_set, stopping)
                 await self._fill_forever(watchers, stopping)
         finally:

@@ -51,7 +51,7 @@ async def open_pool(
     pool = WarmPool(docker, settings, sandbox, DockerHealth(), size)
     stopping = trio.Event()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(pool.serve, stopping)
+        await nursery.start(pool.serve, stopping)
         await wait_for_size(pool, size)
         try:
             yield pool
