@@ -25,7 +25,7 @@ lock *ARGS:
         || { python3 -m venv .local/lock-tools && .local/lock-tools/bin/pip install -q uv==0.13.8; }
     compile=("$uv" pip compile -q pyproject.toml --generate-hashes --only-binary :all: \
         --python-version 3.11 --python-platform x86_64-manylinux_2_36 --custom-compile-command "just lock")
-    "${compile[@]}" --extra test --extra lint {{ARGS}} -o requirements/dev.lock
+    "${compile[@]}" --extra test --extra lint --extra bench {{ARGS}} -o requirements/dev.lock
     # The image's lock is the runtime part of the dev lock: the same pins, never a second resolution.
     "${compile[@]}" --constraint requirements/dev.lock --upgrade -o requirements/worker.lock
     echo "locked requirements/dev.lock requirements/worker.lock"

@@ -1,12 +1,14 @@
-"""`just bench`: the worker end to end against the raw Docker Engine floor, in one run.
+"""`just bench`: the worker warm and cold, against the raw Docker Engine floor, in one run.
 
     python -m benchmarks.bench [--quick | --full] [--jobs N] [--capacity C] [--repetitions R] ...
 
-Warm-up; R interleaved rounds of shell `echo hi` jobs (raw Engine API and worker end to end, one
-at a time and N at capacity C); C# hello world on the mono sandbox (`docker run --rm`, raw API,
-worker); the worker's RSS while C jobs are in flight and while a job prints 1 GB. Prints a table,
-writes .local/bench/<time>.json and latest.json. It only measures: nothing passes or fails on a
-time. benchmarks/README.md says how to read it.
+Two workers at once, each with its own topics: one with its warm pool (default size), one cold
+(WORKER_WARM_CONTAINERS=0). Shell `echo hi` and C# hello world one at a time (`docker run --rm`,
+the raw cold lifecycle, the raw warm hand-over, worker cold, worker warm); N shell jobs at
+capacity C (raw, cold, warm) with the CPU of the worker, dockerd, containerd and the shims; an
+idle pool container's memory; the worker's RSS; a job that prints 1 GB. Prints tables and the
+targets, writes .local/bench/<time>.json, latest.json and a PNG of the latencies. It never fails
+on a time; benchmarks/README.md says how to read it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ import shlex
 import socket
 import time
 import uuid
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
 import trio
 
+from benchmarks import phases
+from benchmarks.cases import COLD, MONO, SHELL, WARM, Cases
 from benchmarks.engine import RawEngine
-from benchmarks.phases import ECHO, MONO, SHELL, Bench
-from benchmarks.report import render, say, tables, write_json
+from benchmarks.host import Daemon
+from benchmarks.plot import plot
+from benchmarks.report import render, say, write_json
+from benchmarks.tables import tables
 from benchmarks.worker import rss_kib
 from dsw.config import MiB, Settings, load_settings, parse_size, unix_socket_path
 from dsw.container_spec import WORKER_LABEL
@@ -35,8 +42,8 @@ from tests.workers import free_port, run_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {
-    "quick": {"jobs": 24, "capacity": 4, "repetitions": 4, "serial": 6, "csharp": 3},
-    "full": {"jobs": 100, "capacity": 4, "repetitions": 6, "serial": 20, "csharp": 10},
+    "quick": {"jobs": 24, "capacity": 4, "repetitions": 4, "serial": 5, "csharp": 5},
+    "full": {"jobs": 100, "capacity": 4, "repetitions": 6, "serial": 20, "csharp": 20},
 }
 PARAMS = ("preset", "jobs", "capacity", "repetitions", "serial", "csharp", "flood_cap")
 
@@ -57,51 +64,68 @@ def _kafka_reachable(bootstrap: str) -> None:
         raise SystemExit(message) from None
 
 
+def worker_settings(args: argparse.Namespace) -> dict[str, Settings]:
+    """The two workers' settings: the environment's (defaults), each with its own topics,
+    group, id and port, the bench's capacity; the cold one without a pool."""
+    prefix = args.run_id + "-"
+    base = load_settings(
+        runner_types=[SHELL, MONO],
+        max_containers=args.capacity,
+        running_topic=prefix + "running",
+        finished_topic=prefix + "finished",
+    )
+    # The environment's pool size, unless it turns the pool off: the warm worker has one.
+    warm_size = base.warm_containers or None
+    return {
+        kind: msgspec.structs.replace(
+            base,
+            worker_id=prefix + kind,
+            pending_topic_prefix=f"{prefix}{kind}-pending-",
+            consumer_group_prefix=f"{prefix}{kind}-workers.",
+            metrics_port=free_port(),
+            warm_containers=warm_size if kind == WARM else 0,
+        )
+        for kind in (WARM, COLD)
+    }
+
+
 async def run(args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
     """The whole bench; every container and topic it made is gone when it returns or raises."""
     prefix = args.run_id + "-"
-    # The worker's settings: the environment's (defaults), with the bench's own topics, group,
-    # id, port and capacity. The raw client creates its containers from the same settings.
-    settings = load_settings(
-        worker_id=args.run_id + "-worker",
-        runner_types=[SHELL, MONO],
-        max_containers=args.capacity,
-        pending_topic_prefix=prefix + "pending-",
-        consumer_group_prefix=prefix + "workers.",
-        running_topic=prefix + "running",
-        finished_topic=prefix + "finished",
-        metrics_port=free_port(),
-    )
-    bootstrap = settings.kafka_broker_url
+    settings = worker_settings(args)
+    base = settings[WARM]
+    bootstrap = base.kafka_broker_url
     _kafka_reachable(bootstrap)
     result: dict[str, Any] = {
         "run_id": args.run_id,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_at_start": os.getloadavg(),
         "params": {k: getattr(args, k) for k in PARAMS},
         "worker_command": args.worker_command or "python -m dsw worker",
         "worker_log": str(log_path),
     }
     t0 = time.perf_counter()
-    raw = RawEngine(
-        _socket_path(settings), msgspec.structs.replace(settings, worker_id=prefix + "raw")
-    )
-    bench_settings = msgspec.structs.replace(settings, worker_id=prefix + "bench")
+    socket_path = _socket_path(base)
+    raw = RawEngine(socket_path, msgspec.structs.replace(base, worker_id=prefix + "raw"))
     try:
-        async with open_kafka(bench_settings) as kafka:
-            bench = Bench(args, settings, kafka, raw)
+        async with open_kafka(msgspec.structs.replace(base, worker_id=prefix + "bench")) as kafka:
+            cases = Cases(args, settings, kafka, raw)
             try:
+                machine = await raw.machine([t.image for t in cases.types])
+                daemon = Daemon.find(socket_path, machine["root_dir"], (WORKER_LABEL, prefix))
                 result["machine"] = {
-                    **await raw.machine([bench.shell.image, bench.mono.image]),
+                    **machine,
                     "python": platform.python_version(),
                     "os_cpus": os.cpu_count(),
+                    "daemon_pids": {"dockerd": daemon.dockerd, "containerd": daemon.containerd},
+                    "daemon_found_by_socket": daemon.exact,
                 }
-                topics = [bench.pending(bench.shell), bench.pending(bench.mono)]
-                topics += [settings.running_topic, settings.finished_topic]
+                topics = [*cases.topics.pending, base.running_topic, base.finished_topic]
                 await create_topics(bootstrap, topics)
                 async with open_reader(kafka, topics) as reader, trio.open_nursery() as nursery:
-                    nursery.start_soon(bench.topics.follow, reader)
+                    nursery.start_soon(cases.topics.follow, reader)
                     with log_path.open("ab") as log:
-                        result.update(await _with_workers(bench, settings, log))
+                        result.update(await _with_workers(cases, daemon, log))
                     nursery.cancel_scope.cancel()
             finally:
                 with trio.move_on_after(30, shield=True):
@@ -110,40 +134,69 @@ async def run(args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
         with trio.move_on_after(60, shield=True):
             if removed := await raw.remove_labelled(WORKER_LABEL, prefix):
                 say(f"removed {removed} leftover container(s)")
+                result["leftover_containers"] = removed
             await raw.aclose()
     result["runtime_s"] = time.perf_counter() - t0
-    result["problems"] = bench.problems
+    result["load_at_end"] = os.getloadavg()
+    result["problems"] = cases.problems
     return result
 
 
-async def _with_workers(bench: Bench, settings: Settings, log: BinaryIO) -> dict[str, Any]:
-    args = bench.args
+async def _with_workers(cases: Cases, daemon: Daemon, log: BinaryIO) -> dict[str, Any]:
+    args = cases.args
     result: dict[str, Any] = {}
-    say(f"starting the worker (capacity {args.capacity}, log {log.name})")
-    async with run_worker(
-        settings, log=log, command=args.worker_command, ready_timeout_s=120, drain_at_exit=True
-    ) as worker:
-        say(f"worker ready after {worker.started_s:.1f} s")
-        idle = rss_kib(worker) / 1024
-        result["shell"] = await bench.shell_rounds(worker)
-        after = rss_kib(worker) / 1024
-        if args.csharp:
-            result["csharp"] = await bench.csharp(worker)
-        say("memory: a job that prints 1 GB, default output cap")
-        result["flood"] = [await bench.flood(worker)]
+    say(f"starting a warm and a cold worker (capacity {args.capacity} each, log {log.name})")
+    async with AsyncExitStack() as stack:
+        for kind in (WARM, COLD):
+            cases.workers[kind] = await stack.enter_async_context(
+                run_worker(
+                    cases.settings[kind],
+                    log=log,
+                    command=args.worker_command,
+                    ready_timeout_s=120,
+                    drain_at_exit=True,
+                )
+            )
+        for kind in (WARM, COLD):
+            await cases.settle(kind)
+        workers = cases.workers
         result["worker"] = {
-            "startup_s": worker.started_s,
-            "idle_rss_mib": idle,
-            "rss_after_shell_rounds_mib": after,
+            kind: {"startup_s": w.started_s, "idle_rss_mib": rss_kib(w) / 1024}
+            for kind, w in workers.items()
         }
+        ready = ", ".join(f"{kind} {w.started_s:.1f} s" for kind, w in workers.items())
+        say(f"workers ready: {ready}")
+        say(f"shell one at a time: {args.repetitions} rounds of {args.serial} per case")
+        result["shell"] = await phases.one_at_a_time(
+            cases, cases.shell, phases.ECHO, phases.ECHOED, args.repetitions, args.serial
+        )
+        result["load"] = await phases.at_capacity(cases, daemon)
+        if args.csharp:
+            say(f"C# hello world one at a time: {args.csharp} rounds")
+            result["csharp"] = await phases.one_at_a_time(
+                cases,
+                cases.mono,
+                phases.HELLO,
+                phases.HELLOED,
+                args.csharp,
+                1,
+                nugetConfigXml=phases.NUGET,
+            )
+        say("idle pool containers: memory")
+        result["pool_memory"] = await phases.pool_memory(cases, daemon)
+        for kind, w in workers.items():
+            result["worker"][kind]["rss_after_mib"] = rss_kib(w) / 1024
+        say("memory: a job that prints 1 GB, default output cap")
+        result["flood"] = [await phases.flood(cases, workers[WARM], WARM)]
     if args.flood_cap:
-        # Same topics and group (the first worker has committed and left), another worker id;
+        # The warm worker's topics and group (it has committed and left), another worker id;
         # only its output cap differs, so that much output really streams through it.
         flooder_settings = msgspec.structs.replace(
-            settings,
+            cases.settings[WARM],
             worker_id=args.run_id + "-flood",
             runner_types=(SHELL,),
             max_containers=1,
+            warm_containers=None,
             output_limit_bytes=args.flood_cap,
             metrics_port=free_port(),
         )
@@ -155,9 +208,11 @@ async def _with_workers(bench: Bench, settings: Settings, log: BinaryIO) -> dict
             ready_timeout_s=120,
             drain_at_exit=True,
         ) as flooder:
-            await bench.worker_jobs(flooder, bench.shell, ECHO, 1, alone=True)  # joins the group
-            result["worker"]["flood_worker_idle_rss_mib"] = rss_kib(flooder) / 1024
-            result["flood"].append(await bench.flood(flooder))
+            cases.settings["flood"], cases.workers["flood"] = flooder_settings, flooder
+            # One job first: the worker joins the group before the measured one.
+            await cases.worker_jobs("flood", cases.shell, phases.ECHO, phases.ECHOED, 1)
+            result["worker"]["flood_idle_rss_mib"] = rss_kib(flooder) / 1024
+            result["flood"].append(await phases.flood(cases, flooder, WARM))
     return result
 
 
@@ -171,7 +226,7 @@ def _size(text: str) -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="just bench",
-        description="Measure the dsw worker against the raw Docker Engine floor.",
+        description="Measure the dsw worker, warm and cold, against the raw Docker Engine floor.",
         epilog="Defaults: --quick. Results: <out>/<time>.json and <out>/latest.json.",
     )
     preset = parser.add_mutually_exclusive_group()
@@ -180,22 +235,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="preset",
         action="store_const",
         const="quick",
-        help="N=24 C=4 R=4, about two minutes (default)",
+        help="N=24 C=4 R=4, S=5, 5 C# rounds: a few minutes (default)",
     )
     preset.add_argument(
         "--full",
         dest="preset",
         action="store_const",
         const="full",
-        help="N=100 C=4 R=6, more one-at-a-time and C# samples: about ten minutes",
+        help="N=100 C=4 R=6, S=20, 20 C# rounds: about twenty minutes",
     )
     parser.add_argument("--jobs", "-n", type=int, help="N: jobs published at once per round")
     parser.add_argument(
         "--capacity", "-c", type=int, help="C: jobs in flight (WORKER_MAX_CONTAINERS)"
     )
-    parser.add_argument("--repetitions", "-r", type=int, help="R: interleaved raw/worker rounds")
-    parser.add_argument("--serial", "-s", type=int, help="one-at-a-time jobs per round")
-    parser.add_argument("--csharp", type=int, help="C# hello world repetitions (0 skips)")
+    parser.add_argument("--repetitions", "-r", type=int, help="R: rounds of each shell phase")
+    parser.add_argument("--serial", "-s", type=int, help="S: one-at-a-time jobs per case and round")
+    parser.add_argument("--csharp", type=int, help="C# hello world rounds, one per case (0 skips)")
     parser.add_argument(
         "--flood-cap",
         type=_size,
@@ -234,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     log_path = args.out / time.strftime("%Y%m%d-%H%M%S-worker.log")
     result = trio.run(run, args, log_path)
     path = write_json(result, args.out)
+    picture = plot(result, path.with_suffix(".png"))
     title, sections, notes = tables(result)
-    render(title, sections, [*notes, f"JSON: {path} (and latest.json); worker log: {log_path}"])
+    notes.append(f"JSON: {path} (and latest.json); worker log: {log_path}")
+    notes.append(
+        f"plot: {picture}" if picture else "plot: skipped (no matplotlib: the bench extra)"
+    )
+    render(title, sections, notes)
     return 1 if result["problems"] else 0
 
 

@@ -8,29 +8,30 @@ volumes). Containers have no log driver (the worker's settings), so output comes
 made before start, as for the worker and `docker run`. It does not sample stats or inspect, as the
 worker does: those are part of the worker's cost.
 
-`cli_run` is the `docker run --rm` of the same image with the same settings as CLI flags (the
-script comes in through a read-only bind mount, as in the original worker).
+`prepare_warm` and `run_warm` are the same floor for a warm pool's container: created and started
+beforehand with the pool's body (the type's waiting command, a stdin), then, on the clock, the
+hand-over the worker does (upload, rename), an attach with stdin, the release line, the output
+until the container exits, the exit code, the removal. No memory update: the bench's jobs ask for
+the default limits, which the pool's containers already have.
 """
 
 from __future__ import annotations
 
 import io
-import os
+import json
 import struct
-import subprocess
 import tarfile
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
 
 from dsw.config import Settings
-from dsw.container_spec import SCRIPT_DIR, JobLimits, container_config
+from dsw.container_output import RELEASED
+from dsw.container_spec import POOL_NAME_PREFIX, SCRIPT_DIR, JobLimits, container_config
 from dsw.sandbox_types import SandboxType
 
 _HEADER = struct.Struct(">BxxxI")
@@ -41,11 +42,11 @@ class RawResult:
     """One raw lifecycle: its phases in seconds, from create to removal."""
 
     total_s: float
-    create_s: float  # create + archive upload
+    create_s: float  # create + archive upload (warm: the upload and the rename)
     attach_s: float
-    start_s: float
-    wait_s: float
-    output_s: float  # the rest of the attach stream, after the exit
+    start_s: float  # warm: the release line
+    wait_s: float  # warm: until the output ends
+    output_s: float  # the rest of the attach stream, after the exit (warm: the exit code)
     remove_s: float
     exit_code: int
     stdout: bytes
@@ -61,14 +62,18 @@ def _tar(name: str, text: str) -> bytes:
     return buffer.getvalue()
 
 
-def _stdout_of(stream: bytes) -> bytes:
-    """The stdout frames of a multiplexed (non-TTY) output stream."""
+def _stdout_of(stream: bytes, released: bool = False) -> bytes:
+    """The stdout frames of a multiplexed (non-TTY) output stream (with `released`, what
+    follows the release marker)."""
     out, view = bytearray(), memoryview(stream)
     while len(view) >= _HEADER.size:
         kind, size = _HEADER.unpack(view[: _HEADER.size])
         if kind == 1:
             out += view[_HEADER.size : _HEADER.size + size]
         view = view[_HEADER.size + size :]
+    if released:
+        at = out.find(RELEASED)
+        return bytes(out[at + len(RELEASED) :]) if at >= 0 else b""
     return bytes(out)
 
 
@@ -130,10 +135,8 @@ class RawEngine:
             finally:
                 await attach.aclose()
         finally:
-            with trio.CancelScope(shield=True):
-                await self._call(
-                    "DELETE", f"/containers/{cid}", params={"force": "true", "v": "true"}
-                )
+            with trio.move_on_after(30, shield=True):
+                await self._remove(cid)
         t5 = time.perf_counter()
         return RawResult(
             total_s=t5 - t0,
@@ -146,6 +149,93 @@ class RawEngine:
             exit_code=int(waited.json()["StatusCode"]),
             stdout=_stdout_of(output),
         )
+
+    async def prepare_warm(self, sandbox: SandboxType) -> str:
+        """Create and start a container as a warm pool does (off the clock); its id."""
+        body = container_config(self.settings, sandbox, JobLimits.defaults(self.settings), "")
+        name = f"{POOL_NAME_PREFIX}{sandbox.name}-{uuid.uuid4().hex[:12]}"
+        cid = str(
+            (
+                await self._call("POST", "/containers/create", params={"name": name}, json=body)
+            ).json()["Id"]
+        )
+        try:
+            await self._call("POST", f"/containers/{cid}/start")
+        except BaseException:
+            with trio.move_on_after(30, shield=True):
+                await self._remove(cid)
+            raise
+        return cid
+
+    async def run_warm(self, sandbox: SandboxType, script: str, cid: str) -> RawResult:
+        """Hand a prepared container a job and run it: upload, rename, attach with stdin,
+        release, output, exit code, removal."""
+        t0 = time.perf_counter()
+        try:
+            await self._call(
+                "PUT",
+                f"/containers/{cid}/archive",
+                params={"path": SCRIPT_DIR},
+                content=_tar(sandbox.script_name, script),
+                headers={"Content-Type": "application/x-tar"},
+            )
+            await self._call(
+                "POST", f"/containers/{cid}/rename", params={"name": f"sandbox-job-{uuid.uuid4()}"}
+            )
+            t1 = time.perf_counter()
+            attach = await self._http.send(
+                self._http.build_request(
+                    "POST",
+                    f"/containers/{cid}/attach",
+                    params={"stream": 1, "stdin": 1, "stdout": 1, "stderr": 1},
+                    headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+                ),
+                stream=True,
+            )
+            try:
+                stream = attach.extensions.get("network_stream")
+                if attach.status_code != 101 or stream is None:
+                    raise RuntimeError(f"attach with stdin: {attach.status_code}")
+                t1a = time.perf_counter()
+                await stream.write(b"\n")
+                t2 = time.perf_counter()
+                output = bytearray()
+                while chunk := await stream.read(65536):
+                    output += chunk
+                t3 = time.perf_counter()
+            finally:
+                await attach.aclose()
+            waited = await self._call("POST", f"/containers/{cid}/wait")
+            t4 = time.perf_counter()
+        finally:
+            with trio.move_on_after(30, shield=True):
+                await self._remove(cid)
+        t5 = time.perf_counter()
+        return RawResult(
+            total_s=t5 - t0,
+            create_s=t1 - t0,
+            attach_s=t1a - t1,
+            start_s=t2 - t1a,
+            wait_s=t3 - t2,
+            output_s=t4 - t3,
+            remove_s=t5 - t4,
+            exit_code=int(waited.json()["StatusCode"]),
+            stdout=_stdout_of(bytes(output), released=True),
+        )
+
+    async def _remove(self, cid: str) -> None:
+        await self._call("DELETE", f"/containers/{cid}", params={"force": "true", "v": "true"})
+
+    async def containers(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """The running containers that carry all of `labels`."""
+        filters = json.dumps({"label": [f"{k}={v}" for k, v in labels.items()]})
+        found = await self._call("GET", "/containers/json", params={"filters": filters})
+        return list(found.json())
+
+    async def stats_once(self, cid: str) -> dict[str, Any]:
+        """One resource sample of a container, now (`docker stats --no-stream`)."""
+        params = {"stream": "false", "one-shot": "true"}
+        return dict((await self._call("GET", f"/containers/{cid}/stats", params=params)).json())
 
     async def machine(self, images: list[str]) -> dict[str, Any]:
         """What the daemon says about this machine; raises if an image is missing."""
@@ -162,6 +252,7 @@ class RawEngine:
             "cgroup": info.get("CgroupVersion"),
             "storage_driver": info.get("Driver"),
             "kernel": info.get("KernelVersion"),
+            "root_dir": info.get("DockerRootDir"),
         }
 
     async def remove_labelled(self, label: str, prefix: str) -> int:
@@ -173,79 +264,5 @@ class RawEngine:
             c for c in found.json() if (c.get("Labels") or {}).get(label, "").startswith(prefix)
         ]
         for container in ours:
-            await self._call(
-                "DELETE", f"/containers/{container['Id']}", params={"force": "true", "v": "true"}
-            )
+            await self._remove(container["Id"])
         return len(ours)
-
-
-_LIMIT_FLAGS = {
-    "Memory": "--memory",
-    "MemorySwap": "--memory-swap",
-    "MemoryReservation": "--memory-reservation",
-    "CpuPeriod": "--cpu-period",
-    "CpuQuota": "--cpu-quota",
-    "CpuShares": "--cpu-shares",
-    "PidsLimit": "--pids-limit",
-    "BlkioWeight": "--blkio-weight",
-}
-# HostConfig keys cli_args turns into flags (Mounts: a bind mount replaces the volume; Privileged
-# false, RestartPolicy no: the CLI's defaults).
-_CLI_TRANSLATED = {
-    "NetworkMode",
-    "Mounts",
-    "Tmpfs",
-    "ReadonlyRootfs",
-    "CapDrop",
-    "SecurityOpt",
-    "Privileged",
-    "Init",
-    "IpcMode",
-    "RestartPolicy",
-    "LogConfig",
-    "Ulimits",
-    *_LIMIT_FLAGS,
-}
-
-
-def cli_args(settings: Settings, sandbox: SandboxType, script_dir: str) -> list[str]:
-    """`docker run --rm` flags equivalent to the worker's create body (bind mount for the files)."""
-    body = container_config(settings, sandbox, JobLimits.defaults(settings), str(uuid.uuid4()))
-    host = body["HostConfig"]
-    if unknown := set(host) - _CLI_TRANSLATED:
-        raise RuntimeError(f"cli_args does not translate HostConfig {sorted(unknown)}; add them")
-    args = ["docker", "run", "--rm", "--entrypoint", body["Entrypoint"][0]]
-    args += ["--user", body["User"], "--workdir", body["WorkingDir"]]
-    for variable in body["Env"]:
-        args += ["--env", variable]
-    for key, value in body["Labels"].items():
-        args += ["--label", f"{key}={value}"]
-    args += ["--network", host["NetworkMode"], "--read-only", "--cap-drop", "ALL"]
-    for option in host["SecurityOpt"]:
-        args += ["--security-opt", option]
-    args += ["--init", "--ipc", host["IpcMode"]]
-    args += ["--log-driver", host["LogConfig"]["Type"]]
-    for key, value in host["LogConfig"]["Config"].items():
-        args += ["--log-opt", f"{key}={value}"]
-    for path, options in host["Tmpfs"].items():
-        args += ["--tmpfs", f"{path}:{options}"]
-    for limit in host["Ulimits"]:
-        args += ["--ulimit", f"{limit['Name']}={limit['Soft']}:{limit['Hard']}"]
-    for key, flag in _LIMIT_FLAGS.items():
-        if key in host:
-            args += [flag, str(host[key])]
-    args += ["--mount", f"type=bind,src={script_dir},dst={SCRIPT_DIR},readonly"]
-    return [*args, body["Image"], *body["Cmd"]]
-
-
-async def cli_run(settings: Settings, sandbox: SandboxType, script: str) -> tuple[float, bytes]:
-    """Seconds of one `docker run --rm` of `script`, and its stdout."""
-    with tempfile.TemporaryDirectory(prefix="dsw-bench-") as folder:
-        os.chmod(folder, 0o755)
-        path = Path(folder) / sandbox.script_name
-        path.write_text(script, encoding="utf-8")
-        path.chmod(0o644)
-        args = cli_args(settings, sandbox, folder)
-        t0 = time.perf_counter()
-        done = await trio.run_process(args, capture_stdout=True, stderr=subprocess.DEVNULL)
-        return time.perf_counter() - t0, done.stdout

@@ -1,42 +1,29 @@
-"""The measured phases: raw lifecycles, jobs through the worker, C# hello world, the 1 GB flood.
+"""The measured phases: one job at a time, N at capacity, an idle pool's memory, the 1 GB flood.
 
-Every phase returns a plain dict (it goes into the JSON as it is). Latency is per job: for the
-raw client the lifecycle's own time, or, when N jobs start together, the time from the common
-start (a job waiting for a slot waits, as a job waits in Kafka); for the worker, the broker
-timestamp of its `finished` minus that of its pending record. Throughput is jobs over wall time.
+Each phase runs every case it compares in the same rounds, in ABBA order (round 1 in the listed
+order, round 2 reversed, ...), so a drift of a shared machine falls on all of them alike, and
+returns a plain dict for the JSON.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import resource
 import shutil
-import time
+import statistics
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 
-from benchmarks.engine import RawEngine, RawResult, cli_run
-from benchmarks.report import latency_summary, phase, pooled, ratios, say
-from benchmarks.worker import (
-    HISTOGRAMS,
-    RssWindow,
-    Seen,
-    Topics,
-    cpu_s,
-    histograms,
-    job_value,
-    pids_named,
-)
-from dsw.config import Settings
-from dsw.kafka import Kafka
-from dsw.sandbox_types import SandboxType, load_sandbox_type
+from benchmarks.cases import COLD, WARM, Cases
+from benchmarks.host import CpuWindow, Daemon, memory_kib
+from benchmarks.report import median, pooled, say
+from benchmarks.worker import RssWindow, job_value
+from dsw.container_spec import POOL_LABEL, TYPE_LABEL, WORKER_LABEL
+from dsw.sandbox_types import SandboxType
 from tests.workers import WorkerProcess
 
-SHELL, MONO = "linux-amd64-shell", "linux-amd64-mono"
 ECHO, ECHOED = "echo hi\n", "hi\n"
 # The original's hello world (sandbox/test-scripts/hello-world.csx).
 HELLO, HELLOED = 'Console.WriteLine("Hello from script");', "Hello from script\n"
@@ -48,254 +35,189 @@ NUGET = (
     "</configuration>"
 )
 FLOOD = "head -c 1000000000 /dev/zero | tr '\\0' x\n"
-_RAW_PARTS = ("create_s", "attach_s", "start_s", "wait_s", "output_s", "remove_s")
+# One job at a time: the cases, in the order of round 1.
+SERIAL = ("cli", "raw", "raw_warm", COLD, WARM)
+# At capacity.
+LOAD = ("raw", COLD, WARM)
 
 
-class Bench:
-    """The bench's clients (raw Engine API, Kafka, topic reader) and its phases."""
+def abba(cases: tuple[str, ...], round_: int) -> tuple[str, ...]:
+    return cases if round_ % 2 == 0 else cases[::-1]
 
-    def __init__(
-        self, args: argparse.Namespace, settings: Settings, kafka: Kafka, raw: RawEngine
-    ) -> None:
-        self.args = args
-        self.settings = settings
-        self.kafka = kafka
-        self.raw = raw
-        self.shell = load_sandbox_type(settings.sandbox_dir, SHELL)
-        self.mono = load_sandbox_type(settings.sandbox_dir, MONO)
-        self.topics = Topics(
-            [self.pending(self.shell), self.pending(self.mono)],
-            settings.running_topic,
-            settings.finished_topic,
-        )
-        self.problems: list[str] = []
-        self._dockerd, self._containerd = pids_named("dockerd"), pids_named("containerd")
 
-    def pending(self, sandbox: SandboxType) -> str:
-        return self.settings.pending_topic_prefix + sandbox.name
+async def one_at_a_time(
+    cases: Cases,
+    sandbox: SandboxType,
+    script: str,
+    expect: str,
+    rounds: int,
+    per_round: int,
+    **config: Any,
+) -> dict[str, Any]:
+    """`per_round` jobs of each case one after another, `rounds` times, after one warm-up each."""
+    steps: dict[str, Callable[[int], Awaitable[dict[str, Any]]]] = {
+        "cli": lambda n: cases.cli_jobs(sandbox, script, expect, n),
+        "raw": lambda n: cases.raw_jobs(sandbox, script, expect, n),
+        "raw_warm": lambda n: cases.raw_warm_jobs(sandbox, script, expect, n),
+        COLD: lambda n: cases.worker_jobs(COLD, sandbox, script, expect, n, alone=True, **config),
+        WARM: lambda n: cases.worker_jobs(WARM, sandbox, script, expect, n, alone=True, **config),
+    }
+    names = tuple(name for name in SERIAL if name != "cli" or shutil.which("docker"))
+    for name in names:
+        await steps[name](1)
+    per_round_results: list[dict[str, Any]] = []
+    for r in range(rounds):
+        result: dict[str, Any] = {"round": r + 1}
+        for name in abba(names, r):
+            result[name] = await steps[name](per_round)
+        per_round_results.append(result)
+    summary: dict[str, Any] = {"rounds": per_round_results}
+    for name in names:
+        summary[name] = pooled(per_round_results, name)
+        key = "mean_phases" if name.startswith("raw") else "worker_phases_ms"
+        if name != "cli":
+            summary[name]["phases_ms"] = _mean_of(r[name][key] for r in per_round_results)
+        if name in (COLD, WARM):
+            summary[name]["pending_to_running_ms"] = statistics.fmean(
+                r[name]["pending_to_running_ms"] for r in per_round_results
+            )
+            summary[name]["pool"] = _sum_of(r[name]["pool"] for r in per_round_results)
+    return summary
 
-    def cpu(self, worker: WorkerProcess | None = None) -> dict[str, float]:
-        """CPU seconds so far of the daemons, this process (the raw client) and the worker."""
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        found = {
-            "dockerd": cpu_s(self._dockerd),
-            "containerd": cpu_s(self._containerd),
-            "bench": own.ru_utime + own.ru_stime,
-        }
-        if worker is not None:
-            found["worker"] = cpu_s([worker.pid])
-        return found
 
-    # -- raw Engine API --------------------------------------------------------------------
-
-    async def raw_jobs(
-        self,
-        sandbox: SandboxType,
-        script: str,
-        n: int,
-        capacity: int = 1,
-        *,
-        alone: bool = False,
-        expect: str = ECHOED,
-    ) -> dict[str, Any]:
-        """n raw lifecycles, `capacity` at a time (one at a time when `alone`)."""
-        limiter = trio.CapacityLimiter(1 if alone else capacity)
-        latencies: list[float] = []
-        results: list[RawResult] = []
-        cpu = self.cpu()
-        t0 = time.perf_counter()
-
-        async def one() -> None:
-            async with limiter:
-                result = await self.raw.run(sandbox, script)
-            latencies.append(result.total_s if alone else time.perf_counter() - t0)
-            results.append(result)
-            if result.exit_code != 0 or result.stdout != expect.encode():
-                self.problems.append(f"raw job: exit {result.exit_code}, {result.stdout[:200]!r}")
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(n):
-                nursery.start_soon(one)
-        wall = time.perf_counter() - t0
-        means = {
-            part.replace("_s", "_ms"): 1000 * sum(getattr(r, part) for r in results) / n
-            for part in _RAW_PARTS
-        }
-        return phase(
-            latencies, wall, mean_phases=means, cpu_ms_per_job=_per_job(cpu, self.cpu(), n)
-        )
-
-    # -- through the worker -----------------------------------------------------------------
-
-    async def worker_jobs(
-        self,
-        worker: WorkerProcess,
-        sandbox: SandboxType,
-        script: str,
-        n: int,
-        *,
-        alone: bool = False,
-        expect: str = ECHOED,
-    ) -> dict[str, Any]:
-        """n jobs through Kafka and the worker, all published at once or one at a time."""
-        before = await histograms(worker)
-        jobs = [(id_ := str(uuid.uuid4()), job_value(id_, script)) for _ in range(n)]
-        cpu = self.cpu(worker)
-        t0 = time.perf_counter()
-        seen: list[Seen] = []
-        with trio.fail_after(60 + 10 * n):
-            for batch in [[job] for job in jobs] if alone else [jobs]:
-                seen += await self.topics.run(self.kafka, self.pending(sandbox), batch)
-        wall = max(s.finished_at or 0 for s in seen) - t0
-        cpu_per_job = _per_job(cpu, self.cpu(worker), n)
-        self._check(seen, expect)
-        to_running = [
-            (s.running_ms - s.pending_ms) / 1000 for s in seen if s.running_ms and s.pending_ms
-        ]
-        return phase(
-            [s.latency_s for s in seen],
-            wall,
-            pending_to_running_ms=latency_summary(to_running)["mean_ms"],
-            worker_phases_ms=_phase_means(before, await histograms(worker)),
-            cpu_ms_per_job=cpu_per_job,
-        )
-
-    def _check(self, seen: list[Seen], stdout: str) -> None:
-        for one in seen:
-            results = (one.finished or {}).get("scriptResults") or {}
-            if results.get("finishedWith") != "SUCCEEDED" or results.get("stdout") != stdout:
-                self.problems.append(f"unexpected finished: {str(one.finished)[:300]}")
-
-    # -- the bench's parts -----------------------------------------------------------------
-
-    async def shell_rounds(self, worker: WorkerProcess) -> dict[str, Any]:
-        """Warm-up, then R rounds: one at a time and N at capacity C, raw and worker paired."""
-        a = self.args
-        say(f"warm-up: {a.capacity + 2} raw and {a.capacity + 2} worker jobs")
-        await self.raw_jobs(self.shell, ECHO, 2, alone=True)
-        await self.raw_jobs(self.shell, ECHO, a.capacity, a.capacity)
-        await self.worker_jobs(worker, self.shell, ECHO, 2, alone=True)
-        await self.worker_jobs(worker, self.shell, ECHO, a.capacity)
-        rounds, peaks = [], []
-        for r in range(a.repetitions):
-            # ABBA: odd rounds start with raw, even rounds with the worker, so drift cancels.
-            order = ["raw", "e2e"] if r % 2 == 0 else ["e2e", "raw"]
-            say(f"round {r + 1}/{a.repetitions}: {a.serial} alone, {a.jobs} at C={a.capacity}")
-            result: dict[str, Any] = {"round": r + 1, "order": "-".join(order)}
-            for kind in order:
-                if kind == "raw":
-                    result["raw_serial"] = await self.raw_jobs(
-                        self.shell, ECHO, a.serial, alone=True
-                    )
+async def at_capacity(cases: Cases, daemon: Daemon) -> dict[str, Any]:
+    """N shell jobs at once, C in flight, R rounds: raw, cold, warm; CPU and RSS of each."""
+    a = cases.args
+    shell = cases.shell
+    say(f"at capacity: warm-up, then {a.repetitions} rounds of {a.jobs} jobs at C={a.capacity}")
+    await cases.raw_jobs(shell, ECHO, ECHOED, a.capacity, a.capacity)
+    for kind in (COLD, WARM):
+        await cases.worker_jobs(kind, shell, ECHO, ECHOED, a.capacity)
+    rounds: list[dict[str, Any]] = []
+    for r in range(a.repetitions):
+        say(f"round {r + 1}/{a.repetitions}: {a.jobs} jobs at C={a.capacity}")
+        result: dict[str, Any] = {"round": r + 1, "order": "-".join(abba(LOAD, r))}
+        for name in abba(LOAD, r):
+            worker = cases.workers.get(name)
+            window = CpuWindow(daemon, worker.pid if worker else None)
+            own = _own_cpu_s()
+            async with window.open():
+                if worker is None:
+                    found = await cases.raw_jobs(shell, ECHO, ECHOED, a.jobs, a.capacity)
                 else:
-                    result["e2e_serial"] = await self.worker_jobs(
-                        worker, self.shell, ECHO, a.serial, alone=True
-                    )
-            for kind in order:
-                if kind == "raw":
-                    result["raw_load"] = await self.raw_jobs(self.shell, ECHO, a.jobs, a.capacity)
-                else:
-                    async with RssWindow(worker).open() as window:
-                        result["e2e_load"] = await self.worker_jobs(
-                            worker, self.shell, ECHO, a.jobs
-                        )
-                    result["e2e_load"]["worker_peak_rss_mib"] = window.peak_mib
-                    peaks.append(window.peak_mib)
-            rounds.append(result)
-        return {
-            "rounds": rounds,
-            "raw_serial": pooled(rounds, "raw_serial"),
-            "e2e_serial": pooled(rounds, "e2e_serial"),
-            "raw_load": pooled(rounds, "raw_load"),
-            "e2e_load": pooled(rounds, "e2e_load"),
-            "serial_ratio": ratios(rounds, "e2e_serial", "raw_serial"),
-            "load_ratio": ratios(rounds, "e2e_load", "raw_load"),
-            "worker_peak_rss_mib_at_capacity": max(peaks),
-        }
-
-    async def csharp(self, worker: WorkerProcess) -> dict[str, Any]:
-        """Hello world on mono, one at a time: `docker run --rm`, raw API, worker, rotated."""
-        k = self.args.csharp
-        runs: dict[str, list[float]] = {"cli": [], "raw": [], "e2e": []}
-
-        async def cli_once() -> None:
-            seconds, out = await cli_run(self.settings, self.mono, HELLO)
-            runs["cli"].append(seconds)
-            if out.decode(errors="replace") != HELLOED:
-                self.problems.append(f"docker run printed {out[:200]!r}")
-
-        async def raw_once() -> None:
-            result = await self.raw.run(self.mono, HELLO)
-            runs["raw"].append(result.total_s)
-            if result.stdout != HELLOED.encode():
-                self.problems.append(f"raw C#: exit {result.exit_code}, {result.stdout[:200]!r}")
-
-        async def e2e_once() -> None:
-            id_ = str(uuid.uuid4())
-            value = job_value(id_, HELLO, nugetConfigXml=NUGET)
-            with trio.fail_after(120):
-                seen = await self.topics.run(self.kafka, self.pending(self.mono), [(id_, value)])
-            self._check(seen, HELLOED)
-            runs["e2e"].append(seen[0].latency_s)
-
-        steps: list[Callable[[], Awaitable[None]]] = [raw_once, e2e_once]
-        if shutil.which("docker"):
-            steps.insert(0, cli_once)
-        say(f"C# hello world on mono: warm-up, then {k} x {len(steps)} interleaved")
-        for step in steps:
-            await step()
-        for samples in runs.values():
-            samples.clear()
-        for i in range(k):
-            for j in range(len(steps)):
-                await steps[(i + j) % len(steps)]()  # the order rotates each repetition
-        summary: dict[str, Any] = {
-            name: latency_summary(values) for name, values in runs.items() if values
-        }
-        for stats in summary.values():
-            stats["jobs_per_s"] = 1000 / stats["mean_ms"]
-        e2e = summary["e2e"]["p50_ms"]
-        return {
-            "samples_s": runs,
-            **summary,
-            "e2e_over_raw_p50": e2e / summary["raw"]["p50_ms"],
-            "e2e_over_cli_p50": e2e / summary["cli"]["p50_ms"] if "cli" in summary else math.nan,
-        }
-
-    async def flood(self, worker: WorkerProcess) -> dict[str, Any]:
-        """One job that prints 1 GB; the worker's output cap stops it. RSS, and what came back."""
-        id_ = str(uuid.uuid4())
-        async with RssWindow(worker).open() as window:
-            with trio.fail_after(300):
-                seen = await self.topics.run(
-                    self.kafka, self.pending(self.shell), [(id_, job_value(id_, FLOOD))]
-                )
-        results = (seen[0].finished or {}).get("scriptResults") or {}
-        return {
-            "output_limit_bytes": worker.settings.output_limit_bytes,
-            "peak_rss_mib": window.peak_mib,
-            "rss_samples": window.samples,
-            "latency_s": seen[0].latency_s,
-            "finished_with": results.get("finishedWith"),
-            "output_limit_exceeded": results.get("outputLimitExceeded"),
-            "stdout_truncated": results.get("stdoutTruncated"),
-            "stdout_chars_in_finished": len(results.get("stdout") or ""),
-            "duration_s": results.get("durationSeconds"),
-        }
+                    async with RssWindow(worker).open() as rss:
+                        found = await cases.worker_jobs(name, shell, ECHO, ECHOED, a.jobs)
+                    found["worker_peak_rss_mib"] = rss.peak_mib
+            if worker is None:
+                window.seconds["raw client"] = _own_cpu_s() - own
+            found["cpu_ms_per_job"] = window.per_job_ms(a.jobs)
+            found["shims_seen"] = window.shims
+            found["shims_exact"] = window.exact_shims
+            found["lost_exit_records"] = window.lost_exit_records
+            if name == WARM:
+                found["jobs_per_s_with_refill"] = a.jobs / found["settled_s"]
+            result[name] = found
+        rounds.append(result)
+    summary: dict[str, Any] = {"rounds": rounds}
+    for name in LOAD:
+        summary[name] = pooled(rounds, name)
+        summary[name]["cpu_ms_per_job"] = _mean_of(r[name]["cpu_ms_per_job"] for r in rounds)
+    for name in (COLD, WARM):
+        summary[name]["worker_peak_rss_mib"] = max(r[name]["worker_peak_rss_mib"] for r in rounds)
+        summary[name]["pool"] = _sum_of(r[name]["pool"] for r in rounds)
+        summary[name]["ratio_to_raw"] = _ratios(rounds, name, "raw")
+    summary[WARM]["jobs_per_s_with_refill"] = median(
+        [r[WARM]["jobs_per_s_with_refill"] for r in rounds]
+    )
+    return summary
 
 
-def _per_job(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
-    return {name: 1000 * (after[name] - before[name]) / n for name in before}
+def _ratios(rounds: list[dict[str, Any]], case: str, base: str) -> dict[str, Any]:
+    """case/base per round (paired: same round, same machine state), and their medians."""
+    found: dict[str, Any] = {}
+    for key in ("jobs_per_s", "p50_ms"):
+        per_round = [r[case][key] / r[base][key] for r in rounds]
+        found[key.removesuffix("_ms")] = median(per_round)
+        found[key.removesuffix("_ms") + "_rounds"] = per_round
+    return found
 
 
-def _phase_means(
-    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
-) -> dict[str, float]:
-    """Mean ms of each of the worker's histograms between two scrapes."""
-    means = {}
-    for name in HISTOGRAMS:
-        total = after[name][0] - before[name][0]
-        count = after[name][1] - before[name][1]
-        short = name.removeprefix("dsw_").removesuffix("_seconds")
-        means[short + "_ms"] = 1000 * total / count if count else math.nan
-    return means
+async def pool_memory(cases: Cases, daemon: Daemon) -> dict[str, Any]:
+    """The idle pool containers of the warm worker: cgroup memory (Docker's stats) and the shim's
+    memory on the host, per type."""
+    await cases.settle(WARM)
+    labels = {WORKER_LABEL: cases.workers[WARM].settings.worker_id, POOL_LABEL: "1"}
+    type_of = {
+        c["Id"]: (c.get("Labels") or {}).get(TYPE_LABEL, "")
+        for c in await cases.raw.containers(labels)
+    }
+    found: dict[str, Any] = {}
+    for sandbox in cases.types:
+        samples = []
+        for container in [c for c, name in type_of.items() if name == sandbox.name]:
+            stats = await cases.raw.stats_once(container)
+            memory = stats.get("memory_stats") or {}
+            detail = memory.get("stats") or {}
+            usage = int(memory.get("usage") or 0)
+            inactive = int(detail.get("total_inactive_file", detail.get("inactive_file", 0)))
+            rss = int(detail.get("total_rss", detail.get("anon", 0)))
+            shim = daemon.shim_of(container)
+            shim_memory = memory_kib(shim) if shim else {}
+            samples.append(
+                {
+                    "usage_bytes": usage,
+                    "working_set_bytes": usage - inactive,
+                    "rss_bytes": rss,
+                    "shim_rss_kib": shim_memory.get("rss_kib"),
+                    "shim_pss_kib": shim_memory.get("pss_kib"),
+                }
+            )
+        found[sandbox.name] = {"containers": len(samples), "samples": samples}
+        if samples:
+            found[sandbox.name].update(_mean_of(iter(samples)))
+    return found
+
+
+async def flood(cases: Cases, worker: WorkerProcess, kind: str) -> dict[str, Any]:
+    """One job that prints 1 GB; the worker's output cap stops it. RSS, and what came back."""
+    id_ = str(uuid.uuid4())
+    async with RssWindow(worker).open() as window:
+        with trio.fail_after(300):
+            seen = await cases.topics.run(
+                cases.kafka, cases.pending(kind, cases.shell), [(id_, job_value(id_, FLOOD))]
+            )
+    results = (seen[0].finished or {}).get("scriptResults") or {}
+    return {
+        "output_limit_bytes": worker.settings.output_limit_bytes,
+        "peak_rss_mib": window.peak_mib,
+        "rss_samples": window.samples,
+        "latency_s": seen[0].latency_s,
+        "finished_with": results.get("finishedWith"),
+        "output_limit_exceeded": results.get("outputLimitExceeded"),
+        "stdout_truncated": results.get("stdoutTruncated"),
+        "stdout_chars_in_finished": len(results.get("stdout") or ""),
+        "duration_s": results.get("durationSeconds"),
+    }
+
+
+def _own_cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def _mean_of(dicts: Any) -> dict[str, float]:
+    """The mean of each numeric key over dicts (None values left out)."""
+    listed = list(dicts)
+    keys = list(
+        dict.fromkeys(k for d in listed for k, v in d.items() if isinstance(v, int | float))
+    )
+    found = {}
+    for key in keys:
+        values = [d[key] for d in listed if isinstance(d.get(key), int | float)]
+        found[key] = statistics.fmean(values) if values else float("nan")
+    return found
+
+
+def _sum_of(dicts: Any) -> dict[str, float]:
+    listed = list(dicts)
+    return {key: sum(d[key] for d in listed) for key in (listed[0] if listed else {})}

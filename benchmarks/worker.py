@@ -3,14 +3,12 @@
 `Topics` reads pending, running and finished without a consumer group and keeps, per job id, the
 broker timestamps of its records (CreateTime, set by each producer at send time) and when the
 bench saw its `finished`. The worker process is the tests' (`tests.workers.run_worker`); here its
-RSS is read from /proc and its Prometheus histograms from /metrics.
+RSS is read from /proc and its metrics (histograms, in-flight jobs, pool gauges) from /metrics.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,6 +19,7 @@ from typing import Any
 import httpx
 import trio
 
+from dsw.config import warm_pool_size
 from dsw.kafka import Kafka, Reader, Record
 from tests.workers import WorkerProcess, job
 
@@ -33,7 +32,6 @@ HISTOGRAMS = (
     "dsw_container_cleanup_seconds",
     "dsw_job_end_to_end_seconds",
 )
-_SAMPLE = re.compile(r"^(\w+?)_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+)$")
 
 
 @dataclass
@@ -102,31 +100,6 @@ def job_value(job_id: str, script: str, **config: Any) -> bytes:
     return job(script, job_id, **config)[1]
 
 
-def pids_named(*names: str) -> list[int]:
-    """Processes named one of `names` (dockerd, containerd), where /proc shows them."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in names:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-def cpu_s(pids: list[int]) -> float:
-    """User plus system CPU seconds used so far by `pids` (those still alive)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def _kib(pid: int, key: str) -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
@@ -152,17 +125,40 @@ def reset_hwm(worker: WorkerProcess) -> bool:
     return True
 
 
-async def histograms(worker: WorkerProcess) -> dict[str, tuple[float, float]]:
-    """(sum, count) of each of HISTOGRAMS, from the worker's /metrics."""
+async def scrape(worker: WorkerProcess) -> dict[str, float]:
+    """Every sample of the worker's /metrics, keyed `name{labels}` as printed."""
     url = f"http://127.0.0.1:{worker.settings.metrics_port}/metrics"
     async with httpx.AsyncClient(timeout=5) as http:
         text = (await http.get(url)).text
-    found: dict[str, list[float]] = {name: [0.0, 0.0] for name in HISTOGRAMS}
+    samples = {}
     for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match[1] in found:
-            found[match[1]][0 if match[2] == "sum" else 1] += float(match[3])
-    return {name: (total, count) for name, (total, count) in found.items()}
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
+
+
+def total(samples: dict[str, float], name: str, sandbox: str | None = None) -> float:
+    """The sum of a metric's samples (of one sandbox type's, when given)."""
+    label = f'sandbox="{sandbox}"'
+    return sum(
+        value
+        for key, value in samples.items()
+        if key.partition("{")[0] == name and (sandbox is None or label in key)
+    )
+
+
+async def wait_settled(worker: WorkerProcess, pooled: list[str], timeout_s: float = 120) -> float:
+    """Until the worker runs no job and the pools of `pooled` types are full again: its
+    containers of finished jobs are gone, the refills done. Returns when (perf_counter)."""
+    size = warm_pool_size(worker.settings)
+    with trio.fail_after(timeout_s):
+        while True:
+            samples = await scrape(worker)
+            busy = total(samples, "dsw_jobs_in_flight")
+            if not busy and all(total(samples, "dsw_pool_idle", t) >= size for t in pooled):
+                return time.perf_counter()
+            await trio.sleep(0.05)
 
 
 class RssWindow:
