@@ -18,6 +18,7 @@ import os
 import platform
 import shlex
 import socket
+import sys
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -148,11 +149,20 @@ async def _with_workers(cases: Cases, daemon: Daemon, log: BinaryIO) -> dict[str
     say(f"starting a warm and a cold worker (capacity {args.capacity} each, log {log.name})")
     async with AsyncExitStack() as stack:
         for kind in (WARM, COLD):
+            command = args.worker_command
+            if command is None:
+                cases.traces[kind] = Path(log.name).with_suffix(f".{kind}-api.jsonl")
+                command = [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.traced_worker",
+                    str(cases.traces[kind]),
+                ]
             cases.workers[kind] = await stack.enter_async_context(
                 run_worker(
                     cases.settings[kind],
                     log=log,
-                    command=args.worker_command,
+                    command=command,
                     ready_timeout_s=120,
                     drain_at_exit=True,
                 )

@@ -14,6 +14,7 @@ import argparse
 import math
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -22,7 +23,7 @@ from benchmarks.docker_run import cli_run
 from benchmarks.engine import RawEngine, RawResult
 from benchmarks.host import container_cpu_s
 from benchmarks.report import latency_summary, phase
-from benchmarks.worker import HISTOGRAMS, Seen, Topics, job_value, scrape, total
+from benchmarks.worker import HISTOGRAMS, Seen, Topics, api_calls, job_value, scrape, total
 from benchmarks.worker import wait_settled as wait_worker_settled
 from dsw.config import Settings, warm_pool_size
 from dsw.container_spec import POOL_LABEL, WORKER_LABEL
@@ -32,9 +33,6 @@ from tests.workers import WorkerProcess
 
 SHELL, MONO = "linux-amd64-shell", "linux-amd64-mono"
 WARM, COLD = "warm", "cold"
-_RAW_PARTS = ("create_s", "attach_s", "start_s", "wait_s", "output_s", "remove_s")
-# What the same fields hold in a warm hand-over.
-_WARM_PARTS = ("handover_ms", "attach_ms", "release_ms", "output_ms", "exit_code_ms", "remove_ms")
 # A container is done preparing when its cgroup uses less than this much CPU per 250 ms.
 _QUIET_CPU_S = 0.005
 
@@ -63,6 +61,8 @@ class Cases:
             base.finished_topic,
         )
         self.workers: dict[str, WorkerProcess] = {}
+        # The Engine API calls of each worker run through benchmarks.traced_worker.
+        self.traces: dict[str, Path] = {}
         self.problems: list[str] = []
 
     def pending(self, kind: str, sandbox: SandboxType) -> str:
@@ -106,8 +106,7 @@ class Cases:
             wall += result.total_s
             results.append(result)
             self._check_raw(result, expect)
-        means = dict(zip(_WARM_PARTS, _mean_phases(results).values(), strict=True))
-        return phase(latencies, wall, mean_phases=means)
+        return phase(latencies, wall, mean_phases=_mean_phases(results))
 
     def _check_raw(self, result: RawResult, expect: str) -> None:
         if result.exit_code != 0 or result.stdout != expect.encode():
@@ -143,6 +142,7 @@ class Cases:
         worker = self.workers[kind]
         before = await scrape(worker)
         jobs = [(id_ := str(uuid.uuid4()), job_value(id_, script, **config)) for _ in range(n)]
+        since = time.time()
         t0 = time.perf_counter()
         seen: list[Seen] = []
         with trio.fail_after(120 + 20 * n):
@@ -150,6 +150,7 @@ class Cases:
                 seen += await self.topics.run(self.kafka, self.pending(kind, sandbox), batch)
         wall = max(s.finished_at or 0 for s in seen) - t0
         settled = await self.settle(kind) - t0
+        until = time.time()
         after = await scrape(worker)
         self._check(seen, expect)
         to_running = [
@@ -167,6 +168,7 @@ class Cases:
             pending_to_running_ms=latency_summary(to_running)["mean_ms"],
             worker_phases_ms=_histogram_means(before, after),
             pool=pool,
+            api=api_calls(self.traces[kind], since, until, n) if kind in self.traces else {},
         )
 
     def _check(self, seen: list[Seen], stdout: str) -> None:
@@ -220,8 +222,8 @@ def _mean_phases(results: list[RawResult]) -> dict[str, float]:
     if not results:
         return {}
     return {
-        part.replace("_s", "_ms"): 1000 * sum(getattr(r, part) for r in results) / len(results)
-        for part in _RAW_PARTS
+        part + "_ms": 1000 * sum(r.phases_s[part] for r in results) / len(results)
+        for part in results[0].phases_s
     }
 
 

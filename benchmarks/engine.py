@@ -39,17 +39,28 @@ _HEADER = struct.Struct(">BxxxI")
 
 @dataclass(frozen=True)
 class RawResult:
-    """One raw lifecycle: its phases in seconds, from create to removal."""
+    """One raw lifecycle: its total and its phases in seconds, in order, up to the removal."""
 
     total_s: float
-    create_s: float  # create + archive upload (warm: the upload and the rename)
-    attach_s: float
-    start_s: float  # warm: the release line
-    wait_s: float  # warm: until the output ends
-    output_s: float  # the rest of the attach stream, after the exit (warm: the exit code)
-    remove_s: float
+    phases_s: dict[str, float]
     exit_code: int
     stdout: bytes
+
+
+class _Clock:
+    """Seconds between marks, each named after what it ended."""
+
+    def __init__(self) -> None:
+        self.start = self._last = time.perf_counter()
+        self.phases: dict[str, float] = {}
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase] = now - self._last
+        self._last = now
+
+    def result(self, exit_code: int, stdout: bytes) -> RawResult:
+        return RawResult(self._last - self.start, self.phases, exit_code, stdout)
 
 
 def _tar(name: str, text: str) -> bytes:
@@ -100,22 +111,17 @@ class RawEngine:
         return response
 
     async def run(self, sandbox: SandboxType, script: str) -> RawResult:
+        """create (with the upload), attach, start, wait, output, remove."""
         job_id = str(uuid.uuid4())
         body = container_config(self.settings, sandbox, JobLimits.defaults(self.settings), job_id)
-        t0 = time.perf_counter()
+        clock = _Clock()
         created = await self._call(
             "POST", "/containers/create", params={"name": f"sandbox-job-{job_id}"}, json=body
         )
         cid = created.json()["Id"]
         try:
-            await self._call(
-                "PUT",
-                f"/containers/{cid}/archive",
-                params={"path": SCRIPT_DIR},
-                content=_tar(sandbox.script_name, script),
-                headers={"Content-Type": "application/x-tar"},
-            )
-            t1 = time.perf_counter()
+            await self._upload(cid, sandbox, script)
+            clock.mark("create")
             attach = await self._http.send(
                 self._http.build_request(
                     "POST",
@@ -125,29 +131,28 @@ class RawEngine:
                 stream=True,
             )
             try:
-                t1a = time.perf_counter()
+                clock.mark("attach")
                 await self._call("POST", f"/containers/{cid}/start")
-                t2 = time.perf_counter()
+                clock.mark("start")
                 waited = await self._call("POST", f"/containers/{cid}/wait")
-                t3 = time.perf_counter()
+                clock.mark("wait")
                 output = await attach.aread()
-                t4 = time.perf_counter()
+                clock.mark("output")
             finally:
                 await attach.aclose()
         finally:
             with trio.move_on_after(30, shield=True):
                 await self._remove(cid)
-        t5 = time.perf_counter()
-        return RawResult(
-            total_s=t5 - t0,
-            create_s=t1 - t0,
-            attach_s=t1a - t1,
-            start_s=t2 - t1a,
-            wait_s=t3 - t2,
-            output_s=t4 - t3,
-            remove_s=t5 - t4,
-            exit_code=int(waited.json()["StatusCode"]),
-            stdout=_stdout_of(output),
+        clock.mark("remove")
+        return clock.result(int(waited.json()["StatusCode"]), _stdout_of(output))
+
+    async def _upload(self, cid: str, sandbox: SandboxType, script: str) -> None:
+        await self._call(
+            "PUT",
+            f"/containers/{cid}/archive",
+            params={"path": SCRIPT_DIR},
+            content=_tar(sandbox.script_name, script),
+            headers={"Content-Type": "application/x-tar"},
         )
 
     async def prepare_warm(self, sandbox: SandboxType) -> str:
@@ -170,19 +175,14 @@ class RawEngine:
     async def run_warm(self, sandbox: SandboxType, script: str, cid: str) -> RawResult:
         """Hand a prepared container a job and run it: upload, rename, attach with stdin,
         release, output, exit code, removal."""
-        t0 = time.perf_counter()
+        clock = _Clock()
         try:
-            await self._call(
-                "PUT",
-                f"/containers/{cid}/archive",
-                params={"path": SCRIPT_DIR},
-                content=_tar(sandbox.script_name, script),
-                headers={"Content-Type": "application/x-tar"},
-            )
+            await self._upload(cid, sandbox, script)
+            clock.mark("upload")
             await self._call(
                 "POST", f"/containers/{cid}/rename", params={"name": f"sandbox-job-{uuid.uuid4()}"}
             )
-            t1 = time.perf_counter()
+            clock.mark("rename")
             attach = await self._http.send(
                 self._http.build_request(
                     "POST",
@@ -196,32 +196,23 @@ class RawEngine:
                 stream = attach.extensions.get("network_stream")
                 if attach.status_code != 101 or stream is None:
                     raise RuntimeError(f"attach with stdin: {attach.status_code}")
-                t1a = time.perf_counter()
+                clock.mark("attach")
                 await stream.write(b"\n")
-                t2 = time.perf_counter()
+                clock.mark("release")
                 output = bytearray()
                 while chunk := await stream.read(65536):
                     output += chunk
-                t3 = time.perf_counter()
+                clock.mark("output")
             finally:
                 await attach.aclose()
             waited = await self._call("POST", f"/containers/{cid}/wait")
-            t4 = time.perf_counter()
+            clock.mark("exit_code")
         finally:
             with trio.move_on_after(30, shield=True):
                 await self._remove(cid)
-        t5 = time.perf_counter()
-        return RawResult(
-            total_s=t5 - t0,
-            create_s=t1 - t0,
-            attach_s=t1a - t1,
-            start_s=t2 - t1a,
-            wait_s=t3 - t2,
-            output_s=t4 - t3,
-            remove_s=t5 - t4,
-            exit_code=int(waited.json()["StatusCode"]),
-            stdout=_stdout_of(bytes(output), released=True),
-        )
+        clock.mark("remove")
+        stdout = _stdout_of(bytes(output), released=True)
+        return clock.result(int(waited.json()["StatusCode"]), stdout)
 
     async def _remove(self, cid: str) -> None:
         await self._call("DELETE", f"/containers/{cid}", params={"force": "true", "v": "true"})

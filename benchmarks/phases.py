@@ -82,6 +82,7 @@ async def one_at_a_time(
                 r[name]["pending_to_running_ms"] for r in per_round_results
             )
             summary[name]["pool"] = _sum_of(r[name]["pool"] for r in per_round_results)
+            summary[name]["api"] = _api_of([r[name]["api"] for r in per_round_results])
     return summary
 
 
@@ -125,6 +126,7 @@ async def at_capacity(cases: Cases, daemon: Daemon) -> dict[str, Any]:
     for name in (COLD, WARM):
         summary[name]["worker_peak_rss_mib"] = max(r[name]["worker_peak_rss_mib"] for r in rounds)
         summary[name]["pool"] = _sum_of(r[name]["pool"] for r in rounds)
+        summary[name]["api"] = _api_of([r[name]["api"] for r in rounds])
         summary[name]["ratio_to_raw"] = _ratios(rounds, name, "raw")
     summary[WARM]["jobs_per_s_with_refill"] = median(
         [r[WARM]["jobs_per_s_with_refill"] for r in rounds]
@@ -198,6 +200,19 @@ async def flood(cases: Cases, worker: WorkerProcess, kind: str) -> dict[str, Any
         "stdout_chars_in_finished": len(results.get("stdout") or ""),
         "duration_s": results.get("durationSeconds"),
     }
+
+
+def _api_of(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per endpoint over rounds of equal size: calls per job and mean ms (weighted by calls)."""
+    found: dict[str, dict[str, float]] = {}
+    for name in sorted({name for one in rounds for name in one}):
+        present = [one[name] for one in rounds if name in one]
+        calls = sum(p["per_job"] for p in present)
+        found[name] = {
+            "per_job": calls / len(rounds),
+            "mean_ms": sum(p["per_job"] * p["mean_ms"] for p in present) / calls,
+        }
+    return found
 
 
 def _own_cpu_s() -> float:

@@ -26,6 +26,8 @@ _CPU = ["CPU ms per job", "worker or\nraw client", "dockerd", "containerd", "shi
 _POOL = ["idle pool container", "n", "usage MiB", "working\nset MiB", "rss MiB", "shim\nRSS MiB"]
 _POOL += ["shim\nPSS MiB"]
 _MEMORY = ["worker RSS", "MiB", "outcome"]
+_API = ["Engine API call", "cold, one\nat a time", "ms", "warm, one\nat a time", "ms"]
+_API += ["cold at\ncapacity", "warm at\ncapacity"]
 _TARGETS = ["target", "measured as", "ratio", "limit", "result"]
 
 
@@ -204,6 +206,27 @@ def _memory_rows(result: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _api_rows(result: dict[str, Any]) -> list[Row]:
+    """Calls per job and their mean ms, per endpoint, as the traced workers made them."""
+    sh, load = result["shell"], result["load"]
+    columns = [sh["cold"].get("api", {}), sh["warm"].get("api", {})]
+    columns += [load["cold"].get("api", {}), load["warm"].get("api", {})]
+    names = sorted({name for column in columns for name in column})
+    rows = []
+    for name in names:
+        row = [name]
+        for i, column in enumerate(columns):
+            call = column.get(name)
+            row.append(num(call["per_job"], 2) if call else "")
+            if i < 2:
+                row.append(num(call["mean_ms"]) if call else "")
+        rows.append(row)
+    if rows:
+        totals = [num(sum(call["per_job"] for call in column.values()), 2) for column in columns]
+        rows.append(["all calls", totals[0], "", totals[1], "", totals[2], totals[3]])
+    return rows
+
+
 def tables(result: dict[str, Any]) -> tuple[str, list[Section], list[str]]:
     """The title, tables and notes of a result."""
     p, m = result["params"], result["machine"]
@@ -243,6 +266,11 @@ def tables(result: dict[str, Any]) -> tuple[str, list[Section], list[str]]:
             _pool_rows(result["pool_memory"]),
         ),
         ("worker memory", _MEMORY, _memory_rows(result)),
+        (
+            "Engine API calls per job (shell), as the traced workers made them",
+            _API,
+            _api_rows(result),
+        ),
         (
             "targets (ratios of this run; reported, never failed on)",
             _TARGETS,

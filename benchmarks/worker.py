@@ -161,6 +161,24 @@ async def wait_settled(worker: WorkerProcess, pooled: list[str], timeout_s: floa
             await trio.sleep(0.05)
 
 
+def api_calls(trace: Path, since: float, until: float, jobs: int) -> dict[str, dict[str, float]]:
+    """From a traced worker's file (`benchmarks.traced_worker`): per endpoint, the calls that
+    started between `since` and `until` (time.time()) per job, and their mean ms."""
+    spent: dict[str, list[float]] = {}
+    try:
+        with trace.open(encoding="utf-8") as lines:
+            for line in lines:
+                call = json.loads(line)
+                if since <= call["at"] <= until:
+                    spent.setdefault(call["call"], []).append(call["s"])
+    except OSError:
+        return {}
+    return {
+        name: {"per_job": len(times) / jobs, "mean_ms": 1000 * sum(times) / len(times)}
+        for name, times in sorted(spent.items())
+    }
+
+
 class RssWindow:
     """Samples a worker's RSS every few milliseconds while open; the peak in MiB."""
 
