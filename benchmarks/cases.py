@@ -23,7 +23,17 @@ from benchmarks.docker_run import cli_run
 from benchmarks.engine import RawEngine, RawResult
 from benchmarks.host import container_cpu_s
 from benchmarks.report import latency_summary, phase
-from benchmarks.worker import HISTOGRAMS, Seen, Topics, api_calls, job_value, scrape, total
+from benchmarks.worker import (
+    HISTOGRAMS,
+    Seen,
+    Topics,
+    api_calls,
+    job_value,
+    overlaps,
+    read_trace,
+    scrape,
+    total,
+)
 from benchmarks.worker import wait_settled as wait_worker_settled
 from dsw.config import Settings, warm_pool_size
 from dsw.container_spec import POOL_LABEL, WORKER_LABEL
@@ -152,6 +162,7 @@ class Cases:
         settled = await self.settle(kind) - t0
         until = time.time()
         after = await scrape(worker)
+        calls = read_trace(self.traces[kind], since, until) if kind in self.traces else []
         self._check(seen, expect)
         to_running = [
             (s.running_ms - s.pending_ms) / 1000 for s in seen if s.running_ms and s.pending_ms
@@ -168,7 +179,8 @@ class Cases:
             pending_to_running_ms=latency_summary(to_running)["mean_ms"],
             worker_phases_ms=_histogram_means(before, after),
             pool=pool,
-            api=api_calls(self.traces[kind], since, until, n) if kind in self.traces else {},
+            api=api_calls(calls, n),
+            handover_overlaps=overlaps(calls),
         )
 
     def _check(self, seen: list[Seen], stdout: str) -> None:

@@ -83,6 +83,9 @@ async def one_at_a_time(
             )
             summary[name]["pool"] = _sum_of(r[name]["pool"] for r in per_round_results)
             summary[name]["api"] = _api_of([r[name]["api"] for r in per_round_results])
+            summary[name]["handover_overlaps"] = _joined(
+                [r[name]["handover_overlaps"] for r in per_round_results]
+            )
     return summary
 
 
@@ -213,6 +216,10 @@ def _api_of(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
             "mean_ms": sum(p["per_job"] * p["mean_ms"] for p in present) / calls,
         }
     return found
+
+
+def _joined(dicts: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    return {key: [v for d in dicts for v in d.get(key, [])] for key in (dicts[0] if dicts else {})}
 
 
 def _own_cpu_s() -> float:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.report import MiB, Row, Section, num, ratio
+from benchmarks.report import MiB, Row, Section, num, percentile, ratio
 
 NAMES = {
     "cli": "docker run --rm",
@@ -277,7 +277,7 @@ def tables(result: dict[str, Any]) -> tuple[str, list[Section], list[str]]:
             [t.row() for t in targets(result)],
         ),
     ]
-    notes = [*_where_time_goes(result), _rounds_note(load)]
+    notes = [*_where_time_goes(result), _overlap_note(result["shell"]), _rounds_note(load)]
     notes.append(
         f"warm at capacity with its refill: {load['warm']['jobs_per_s_with_refill']:.2f} jobs/s "
         "(until the pool is full again)"
@@ -311,6 +311,19 @@ def _where_time_goes(result: dict[str, Any]) -> list[str]:
                     )
                 )
     return lines
+
+
+def _overlap_note(shell: dict[str, Any]) -> str:
+    found = shell["warm"].get("handover_overlaps") or {}
+    alone, beside = found.get("alone_ms", []), found.get("beside_ms", [])
+    if not alone and not beside:
+        return "warm uploads: no trace (another --worker-command)"
+    return (
+        "worker warm, shell one at a time, the job's upload (PUT archive): "
+        f"{len(alone)} alone, p50 {num(percentile(alone, 50))} ms; {len(beside)} beside a create, "
+        f"start or removal of the same worker (a refill, the previous job's), p50 "
+        f"{num(percentile(beside, 50))} ms"
+    )
 
 
 def _rounds_note(load: dict[str, Any]) -> str:

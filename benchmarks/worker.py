@@ -158,25 +158,48 @@ async def wait_settled(worker: WorkerProcess, pooled: list[str], timeout_s: floa
             busy = total(samples, "dsw_jobs_in_flight")
             if not busy and all(total(samples, "dsw_pool_idle", t) >= size for t in pooled):
                 return time.perf_counter()
-            await trio.sleep(0.05)
+            await trio.sleep(0.1)
 
 
-def api_calls(trace: Path, since: float, until: float, jobs: int) -> dict[str, dict[str, float]]:
-    """From a traced worker's file (`benchmarks.traced_worker`): per endpoint, the calls that
-    started between `since` and `until` (time.time()) per job, and their mean ms."""
-    spent: dict[str, list[float]] = {}
+# A job's upload, and the calls for the worker's other containers (a refill, the previous job's
+# removal) that may run beside it.
+_UPLOAD = "PUT /containers/{id}/archive"
+_BUSY = ("POST /containers/create", "POST /containers/{id}/start", "DELETE /containers/{id}")
+
+
+def read_trace(trace: Path, since: float, until: float) -> list[dict[str, Any]]:
+    """The calls of a traced worker's file (`benchmarks.traced_worker`) that started between
+    `since` and `until` (time.time())."""
     try:
         with trace.open(encoding="utf-8") as lines:
-            for line in lines:
-                call = json.loads(line)
-                if since <= call["at"] <= until:
-                    spent.setdefault(call["call"], []).append(call["s"])
+            calls = [json.loads(line) for line in lines]
     except OSError:
-        return {}
+        return []
+    return [call for call in calls if since <= call["at"] <= until]
+
+
+def api_calls(calls: list[dict[str, Any]], jobs: int) -> dict[str, dict[str, float]]:
+    """Per endpoint: calls per job and their mean ms."""
+    spent: dict[str, list[float]] = {}
+    for call in calls:
+        spent.setdefault(call["call"], []).append(call["s"])
     return {
         name: {"per_job": len(times) / jobs, "mean_ms": 1000 * sum(times) / len(times)}
         for name, times in sorted(spent.items())
     }
+
+
+def overlaps(calls: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """The ms of each upload of a job's files, apart by whether a create, start or removal of
+    the same worker ran at the same time."""
+    busy = [(c["at"], c["at"] + c["s"]) for c in calls if c["call"] in _BUSY]
+    found: dict[str, list[float]] = {"alone_ms": [], "beside_ms": []}
+    for call in calls:
+        if call["call"] == _UPLOAD:
+            start, end = call["at"], call["at"] + call["s"]
+            beside = any(b_start < end and b_end > start for b_start, b_end in busy)
+            found["beside_ms" if beside else "alone_ms"].append(1000 * call["s"])
+    return found
 
 
 class RssWindow:
