@@ -32,6 +32,7 @@ from benchmarks.worker import (
     overlaps,
     read_trace,
     scrape,
+    slot_gaps,
     total,
 )
 from benchmarks.worker import wait_settled as wait_worker_settled
@@ -181,6 +182,8 @@ class Cases:
             pool=pool,
             api=api_calls(calls, n),
             handover_overlaps=overlaps(calls),
+            slot_gaps_ms=slot_gaps(calls) if kind == COLD and not alone else [],
+            window=[since, until],
         )
 
     def _check(self, seen: list[Seen], stdout: str) -> None:

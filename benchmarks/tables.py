@@ -278,6 +278,12 @@ def tables(result: dict[str, Any]) -> tuple[str, list[Section], list[str]]:
         ),
     ]
     notes = [*_where_time_goes(result), _overlap_note(result["shell"]), _rounds_note(load)]
+    if gaps := load["cold"].get("slot_gaps_ms"):
+        notes.append(
+            f"worker cold at capacity, a freed slot to the next job's create: p50 "
+            f"{percentile(gaps, 50):.0f} ms, p90 {percentile(gaps, 90):.0f} ms (n={len(gaps)}; "
+            "the raw client's limiter hands a slot on at once)"
+        )
     notes.append(
         f"warm at capacity with its refill: {load['warm']['jobs_per_s_with_refill']:.2f} jobs/s "
         "(until the pool is full again)"

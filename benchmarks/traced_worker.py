@@ -6,7 +6,9 @@ a job costs and how long each takes as the worker sees it. It wraps `httpx.Async
 JSON line per call to the file TRACE: when it started (`time.time()`), the
 seconds until the response's headers (a long poll such as `wait` lasts until its answer; an
 attach until the stream is open), the method, the endpoint with ids as `{id}` and the status.
-A line costs a few microseconds; nothing else of the worker changes.
+Its Kafka consumers' polls and commits (`dsw.kafka.Consumer.take`, `.commit`) are timed alike, as
+`kafka take` (with the records asked for and got) and `kafka commit`. A line costs a few
+microseconds; nothing else of the worker changes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import IO, Any
 
 import httpx
 
+from dsw import kafka
 from dsw.cli import main
 
 _ID = re.compile(r"/containers/[^/]+")
@@ -54,6 +57,32 @@ def install(trace: IO[str]) -> None:
             trace.flush()
 
     httpx.AsyncClient.send = send  # type: ignore[method-assign]
+
+    def write(started: float, t0: float, call: str, **extra: Any) -> None:
+        line = {"at": started, "s": time.perf_counter() - t0, "call": call, **extra}
+        trace.write(json.dumps(line) + "\n")
+        trace.flush()
+
+    take, commit = kafka.Consumer.take, kafka.Consumer.commit
+
+    async def traced_take(self: kafka.Consumer, max_records: int, timeout_s: float) -> Any:
+        started, t0 = time.time(), time.perf_counter()
+        got: list[Any] = []
+        try:
+            got = await take(self, max_records, timeout_s)
+            return got
+        finally:
+            write(started, t0, "kafka take", asked=max_records, got=len(got), timeout=timeout_s)
+
+    async def traced_commit(self: kafka.Consumer) -> bool:
+        started, t0 = time.time(), time.perf_counter()
+        try:
+            return await commit(self)
+        finally:
+            write(started, t0, "kafka commit")
+
+    kafka.Consumer.take = traced_take  # type: ignore[method-assign]
+    kafka.Consumer.commit = traced_commit  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ def read_trace(trace: Path, since: float, until: float) -> list[dict[str, Any]]:
 
 
 def api_calls(calls: list[dict[str, Any]], jobs: int) -> dict[str, dict[str, float]]:
-    """Per endpoint: calls per job and their mean ms."""
+    """Per endpoint (and Kafka call): calls per job and their mean ms."""
     spent: dict[str, list[float]] = {}
     for call in calls:
         spent.setdefault(call["call"], []).append(call["s"])
@@ -187,6 +187,19 @@ def api_calls(calls: list[dict[str, Any]], jobs: int) -> dict[str, dict[str, flo
         name: {"per_job": len(times) / jobs, "mean_ms": 1000 * sum(times) / len(times)}
         for name, times in sorted(spent.items())
     }
+
+
+def slot_gaps(calls: list[dict[str, Any]]) -> list[float]:
+    """At capacity, cold: ms from each removal's answer (the job's slot is free once its
+    container is gone) to the next container create, where one follows within 2 s."""
+    removed = sorted(c["at"] + c["s"] for c in calls if c["call"] == "DELETE /containers/{id}")
+    creates = sorted(c["at"] for c in calls if c["call"] == "POST /containers/create")
+    gaps = []
+    for end in removed:
+        later = [at for at in creates if at >= end]
+        if later and later[0] - end < 2:
+            gaps.append(1000 * (later[0] - end))
+    return gaps
 
 
 def overlaps(calls: list[dict[str, Any]]) -> dict[str, list[float]]:
