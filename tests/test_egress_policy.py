@@ -376,3 +376,15 @@ async def test_a_wildcard_never_opens_a_refused_address() -> None:
         "a *.suffix entry does not open it: list feed.corp.example in WORKER_EGRESS_ALLOW",
     )
     assert isinstance(await checked.check("feed.corp.example", 443), Allowed)
+
+
+async def test_this_machines_addresses_are_read_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    mine = [ipaddress.ip_network("127.0.0.1/32")]
+    checked = EgressPolicy(read_host_networks=lambda: list(mine))
+    assert isinstance(await checked.check(PUBLIC_V4, 443), Allowed)
+    mine.append(ipaddress.ip_network(f"{PUBLIC_V4}/32"))  # an address appears on this machine
+    assert isinstance(await checked.check(PUBLIC_V4, 443), Allowed)  # within HOST_REFRESH_S
+    monkeypatch.setattr(EgressPolicy, "HOST_REFRESH_S", 0.0)
+    verdict = await checked.check(PUBLIC_V4, 443)
+    assert isinstance(verdict, Refused)
+    assert verdict.reason == "host"

@@ -215,6 +215,23 @@ async def test_connect_relays_both_ways_to_an_allowed_address(raw_port: int) -> 
     assert sample("dsw_egress_tunnels") == 0
 
 
+async def test_ipv6_proxy_and_destination(nursery: trio.Nursery) -> None:
+    listeners = await nursery.start(partial(trio.serve_tcp, echo, 0, host="::1"))
+    port = listeners[0].socket.getsockname()[1]
+    settings = load_settings(egress_allow=[f"[::1]:{port}"])
+    proxy = EgressProxy(settings, EgressPolicy.from_settings(settings))
+    host, proxy_port = await nursery.start(proxy.serve, "::1")
+    assert host == "::1"
+    token = proxy.new_token()
+    stream = await trio.open_tcp_stream("::1", proxy_port)
+    async with stream:
+        await stream.send_all(
+            f"CONNECT [::1]:{port} HTTP/1.1\r\n".encode() + credentials(token) + b"\r\n"
+        )
+        expected = b"HTTP/1.1 200 Connection Established\r\n\r\n" + GREETING
+        assert await receive_exactly(stream, len(expected)) == expected
+
+
 async def test_plain_http_is_forwarded_in_origin_form_without_the_proxys_headers(
     origin: Origin,
 ) -> None:

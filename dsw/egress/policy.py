@@ -37,8 +37,10 @@ to it (`localhost` stays refused with `127.0.0.1` listed). Pure but for `check`'
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -221,7 +223,11 @@ async def resolve(host: str, port: int) -> list[str]:
 
 
 class EgressPolicy:
-    """The allowlist, the refused addresses and the resolver; `check` decides."""
+    """The allowlist, the refused addresses and the resolver; `check` decides. This machine's
+    addresses (`read_host_networks`) are read again at most every HOST_REFRESH_S, so networks
+    and addresses that appear later (a Docker network created since) are refused too."""
+
+    HOST_REFRESH_S = 10.0
 
     def __init__(
         self,
@@ -230,11 +236,24 @@ class EgressPolicy:
         *,
         resolver: Resolver = resolve,
         resolve_timeout_s: float = 10.0,
+        read_host_networks: Callable[[], list[IPNetwork]] | None = None,
     ) -> None:
         self.allow = tuple(allow)
-        self.refused = tuple(refused)
+        self.given = tuple(refused)
         self.resolver = resolver
         self.resolve_timeout_s = resolve_timeout_s
+        self.read_host_networks = read_host_networks
+        self._host: tuple[IPNetwork, ...] = ()
+        self._host_read_at = -math.inf
+
+    @property
+    def refused(self) -> tuple[IPNetwork, ...]:
+        """The given networks and, when read, this machine's."""
+        if self.read_host_networks is not None:
+            now = time.monotonic()
+            if now - self._host_read_at >= self.HOST_REFRESH_S:
+                self._host, self._host_read_at = tuple(self.read_host_networks()), now
+        return self.given + self._host
 
     @classmethod
     def from_settings(
@@ -255,8 +274,13 @@ class EgressPolicy:
             given += [_net(text.strip(), strict=False) for text in extra_refused_addresses]
         except ValueError as exc:
             raise ConfigError("WORKER_EGRESS_REFUSE", str(exc)) from None
-        timeout_s = settings.egress_connect_timeout_s
-        return cls(allow, host_networks() + given, resolver=resolver, resolve_timeout_s=timeout_s)
+        return cls(
+            allow,
+            given,
+            resolver=resolver,
+            resolve_timeout_s=settings.egress_connect_timeout_s,
+            read_host_networks=host_networks,
+        )
 
     async def check(self, host: str, port: int) -> Allowed | Refused:
         """Resolve `host` once (within resolve_timeout_s; never an unlisted name when there is an
