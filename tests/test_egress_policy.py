@@ -388,3 +388,16 @@ async def test_this_machines_addresses_are_read_again(monkeypatch: pytest.Monkey
     verdict = await checked.check(PUBLIC_V4, 443)
     assert isinstance(verdict, Refused)
     assert verdict.reason == "host"
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "017700000001", "0177.0.0.1"])
+async def test_other_spellings_of_loopback_are_refused_as_what_they_resolve_to(host: str) -> None:
+    async def numeric_only(name: str, port: int) -> list[str]:
+        # What getaddrinfo makes of the spelling, without ever asking a DNS server.
+        answers = await trio.socket.getaddrinfo(name, port, flags=socket.AI_NUMERICHOST)
+        return [str(answer[4][0]) for answer in answers]
+
+    verdict = await EgressPolicy(resolver=numeric_only).check(host, 80)
+    assert isinstance(verdict, Refused)
+    assert verdict.reason == "loopback"
+    assert verdict.message.startswith(f"dsw egress: {host} resolves to 127.0.0.1, a loopback")

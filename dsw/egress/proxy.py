@@ -282,8 +282,9 @@ class EgressProxy:
 
         def finish(why: str) -> None:
             nonlocal ended
-            ended = why
-            scope.cancel()
+            if not scope.cancel_called:  # the first reason is the one
+                ended = why
+                scope.cancel()
 
         async def send(sink: trio.SocketStream, data: bytes) -> None:
             nonlocal relayed
