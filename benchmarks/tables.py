@@ -26,7 +26,7 @@ _CPU = ["CPU ms per job", "worker or\nraw client", "dockerd", "containerd", "shi
 _POOL = ["idle pool container", "n", "usage MiB", "working\nset MiB", "rss MiB", "shim\nRSS MiB"]
 _POOL += ["shim\nPSS MiB"]
 _MEMORY = ["worker RSS", "MiB", "outcome"]
-_API = ["Engine API call", "cold, one\nat a time", "ms", "warm, one\nat a time", "ms"]
+_API = ["call", "cold, one\nat a time", "ms", "warm, one\nat a time", "ms"]
 _API += ["cold at\ncapacity", "warm at\ncapacity"]
 _TARGETS = ["target", "measured as", "ratio", "limit", "result"]
 
