@@ -65,7 +65,7 @@ def _cdf(axes: Any, summary: dict[str, Any], title: str, lines: list[tuple[float
                 label, (x, 0.03), rotation=90, fontsize=8, ha="right", va="bottom", alpha=0.8
             )
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(LogLocator(subs=(1, 2, 3, 5, 7)))
+    axes.xaxis.set_major_locator(LogLocator(subs=(1, 1.5, 2, 3, 5, 7)))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_ylim(0, 1.02)

@@ -267,16 +267,14 @@ def tables(result: dict[str, Any]) -> tuple[str, list[Section], list[str]]:
         ),
         ("worker memory", _MEMORY, _memory_rows(result)),
         (
-            "Engine API calls per job (shell), as the traced workers made them",
-            _API,
-            _api_rows(result),
-        ),
-        (
             "targets (ratios of this run; reported, never failed on)",
             _TARGETS,
             [t.row() for t in targets(result)],
         ),
     ]
+    if api := _api_rows(result):
+        title_api = "Engine API and Kafka calls per job (shell), as the traced workers made them"
+        sections.insert(-1, (title_api, _API, api))
     notes = [*_where_time_goes(result), _overlap_note(result["shell"]), _rounds_note(load)]
     if gaps := load["cold"].get("slot_gaps_ms"):
         notes.append(
