@@ -19,6 +19,7 @@ import trio
 from dsw import __version__, exit_codes, outcomes
 from dsw.config import Settings, describe, load_settings
 from dsw.docker import open_docker
+from dsw.egress.network import open_egress_for
 from dsw.errors import DswError
 from dsw.job_files import jobs_from_files
 from dsw.log import setup_logging
@@ -145,9 +146,12 @@ async def _run_command(settings: Settings, args: argparse.Namespace) -> int:
     outcome: ScriptOutcome | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-        async with open_docker(settings) as docker:
-            await preflight(docker, settings, sandbox)
-            outcome = await run_script(docker, settings, job.request(sandbox))
+        async with (
+            open_docker(settings) as docker,
+            open_egress_for(docker, settings, [sandbox]) as egress,
+        ):
+            await preflight(docker, settings, sandbox, egress)
+            outcome = await run_script(docker, settings, job.request(sandbox), egress=egress)
         nursery.cancel_scope.cancel(reason="done")
     if outcome is None:
         print("dsw run: interrupted; the container was removed", file=sys.stderr)
