@@ -3,21 +3,19 @@ AOT images, and its waiting mode for a warm pool (released by a line on the atta
 
 from __future__ import annotations
 
-import socket
+import re
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import httpx
 import msgspec
 import pytest
 import trio
 
 from dsw.config import Settings
-from dsw.container_spec import SCRIPT_DIR, container_config
+from dsw.container_spec import SCRIPT_DIR, container_config, pool_command
 from dsw.docker import DockerClient
-from dsw.docker.client import transport_for
+from dsw.docker.client import Attached
 from dsw.docker.logs import STDERR, STDOUT, FrameParser
 from dsw.messages import FinishedWith
 from dsw.sandbox import (
@@ -41,8 +39,11 @@ async def run_csx(docker: DockerClient, settings: Settings, script: str) -> Scri
     return await run_script(docker, settings, request)
 
 
+MONO = "linux-amd64-mono"
+
+
 def mono_request(settings: Settings, script: str, stdin: str | None = None) -> ScriptRequest:
-    return request_for(settings, script, "linux-amd64-mono", stdin=stdin, timeout_s=60)
+    return request_for(settings, script, MONO, stdin=stdin, timeout_s=60)
 
 
 def assert_no_noise(stderr: str) -> None:
@@ -263,53 +264,76 @@ async def run_in(
 # ---- the waiting mode -----------------------------------------------------------------------
 
 RELEASED = b"\0dsw-released\0\n"
-# The runner's waiting mode, started directly: dsw-entry in this tree has no `--warm` yet (it
-# would run the same command with the control stdin untouched, and add its report to stderr).
-WAITING_ENTRYPOINT = ["mono"]
-WAITING_CMD = ["/opt/dsw/csx-runner.exe", "--wait-for-release", "/tmp/script/main.csx"]
+# dsw-entry's report, the last bytes of stderr (the worker takes it off).
+REPORT = re.compile(rb"\0dsw-report [^\0]*\0\n\Z")
+# A pool container's command: dsw-entry leaves the control stdin to the waiting runner.
+WAITING_CMD = [
+    "--warm",
+    "mono",
+    "/opt/dsw/csx-runner.exe",
+    "--wait-for-release",
+    "/tmp/script/main.csx",
+]
 # Long enough for the warm-up (the release may come earlier: the line waits in the pipe).
 WARM_UP_S = 4.0
 
 
 class WaitingContainer:
-    """A pool's mono container: its attached stdin (the control channel) and what it has said."""
+    """A pool's mono container: its output from the start, and its control channel."""
 
-    def __init__(self, docker: DockerClient, container: str, stream: Any) -> None:
+    def __init__(self, docker: DockerClient, container: str) -> None:
         self.docker = docker
         self.container = container
-        self.stream = stream
         self.output = {STDOUT: bytearray(), STDERR: bytearray()}
         self.ended = trio.Event()
         self.ended_at = 0.0  # when its output stream ended (trio's clock)
         self._more = trio.Event()
+        self._control: Attached | None = None
+        self._control_scope = trio.CancelScope()
 
     async def collect(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """All it writes, attached before the start (output only: stdin stays the control's)."""
         parser = FrameParser()
-        task_status.started()
         try:
-            while chunk := await self.stream.read(65536):
-                for stream_id, piece in parser.feed(chunk):
-                    self.output[stream_id] += piece
-                self._more.set()
-                self._more = trio.Event()
+            async with self.docker.open_container_attach(self.container) as chunks:
+                task_status.started()
+                async for chunk in chunks:
+                    for stream_id, piece in parser.feed(chunk):
+                        self.output[stream_id] += piece
+                    self._more.set()
+                    self._more = trio.Event()
         finally:
             self.ended_at = trio.current_time()
             self.ended.set()
             self._more.set()
 
+    async def hold_control(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The attached stdin, the worker's control channel, until close_stdin (its copy of
+        the output is read and dropped: `collect` has it from the start)."""
+        with self._control_scope:
+            async with self.docker.open_container_attach_stdin(self.container) as control:
+                self._control = control
+                task_status.started()
+                async for _ in control.chunks():
+                    pass
+                await trio.sleep_forever()
+
+    async def release(self) -> None:
+        assert self._control is not None
+        await self._control.send(b"\n")
+
+    def close_stdin(self) -> None:
+        """Detach the control channel: with StdinOnce the daemon closes the container's stdin."""
+        self._control_scope.cancel(reason="the end of the control channel")
+
     async def wait_for_output(self, stream_id: int, data: bytes) -> None:
         while data not in self.output[stream_id]:
             assert not self.ended.is_set(), bytes(self.output[stream_id])
             await self._more.wait()
-
-    async def release(self) -> None:
-        await self.stream.write(b"\n")
-
-    def close_stdin(self) -> None:
-        """EOF on the control channel (a half-close: its output still comes)."""
-        self.stream.get_extra_info("socket").shutdown(socket.SHUT_WR)
 
     async def wait_for_exit(self) -> int:
         exit_code = await self.docker.container_wait(self.container)
@@ -317,42 +341,29 @@ class WaitingContainer:
             await self.ended.wait()
         return exit_code
 
+    def stderr_without_report(self) -> bytes:
+        return REPORT.sub(b"", bytes(self.output[STDERR]))
+
 
 @asynccontextmanager
 async def open_waiting_container(
     docker: DockerClient, settings: Settings, request: ScriptRequest
 ) -> AsyncIterator[WaitingContainer]:
-    """Created with the worker's hardening, attached (stdin, stdout, stderr), started; removed
-    at the end whatever happened."""
+    """Created with the worker's hardening, attached, started, its control channel open;
+    removed at the end whatever happened."""
     config = container_config(settings, request.sandbox, request.limits, request.job_id)
-    config.update(
-        Entrypoint=WAITING_ENTRYPOINT,
-        Cmd=WAITING_CMD,
-        OpenStdin=True,
-        AttachStdin=True,
-        # The end of the attached stdin (the worker's control channel) ends the container's.
-        StdinOnce=True,
-    )
+    # The end of the attached stdin (the worker's control channel) ends the container's.
+    assert pool_command(request.sandbox) == WAITING_CMD  # as the worker's pool starts it
+    config.update(Cmd=WAITING_CMD, OpenStdin=True, AttachStdin=True, StdinOnce=True)
     container, _ = await docker.container_create(container_name(request.job_id), config)
     try:
-        base_url, transport = transport_for(settings)
-        async with (
-            httpx.AsyncClient(base_url=base_url, transport=transport) as http,
-            http.stream(
-                "POST",
-                f"/v{docker.api_version}/containers/{container}/attach",
-                params={"stream": 1, "stdin": 1, "stdout": 1, "stderr": 1},
-                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
-                timeout=httpx.Timeout(None, connect=10),
-            ) as response,
-        ):
-            assert response.status_code == 101, response.status_code
-            waiting = WaitingContainer(docker, container, response.extensions["network_stream"])
-            async with trio.open_nursery() as nursery:
-                await nursery.start(waiting.collect)
-                await docker.container_start(container)
-                yield waiting
-                nursery.cancel_scope.cancel(reason="the test is done with the container")
+        waiting = WaitingContainer(docker, container)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(waiting.collect)
+            await docker.container_start(container)
+            await nursery.start(waiting.hold_control)
+            yield waiting
+            nursery.cancel_scope.cancel(reason="the test is done with the container")
     finally:
         with trio.move_on_after(30, shield=True):
             await remove_container(docker, container, request.job_id)
@@ -382,7 +393,8 @@ async def run_warm(docker: DockerClient, settings: Settings, request: ScriptRequ
         released = trio.current_time()
         await waiting.release()
         exit_code = await waiting.wait_for_exit()
-        run = WarmRun(before, {k: bytes(v) for k, v in waiting.output.items()}, exit_code)
+        after = {STDOUT: bytes(waiting.output[STDOUT]), STDERR: waiting.stderr_without_report()}
+        run = WarmRun(before, after, exit_code)
         run.release_to_exit_s = trio.current_time() - released
         run.release_to_end_s = waiting.ended_at - released
     return run
@@ -417,16 +429,25 @@ async def test_a_released_script_runs_as_a_cold_one(
 async def test_a_released_script_stopped_at_its_time_limit_keeps_its_output(
     docker: DockerClient, settings: Settings
 ) -> None:
-    request = mono_request(settings, (TEST_SCRIPTS / "wait-6min.csx").read_text())
+    script = (TEST_SCRIPTS / "wait-6min.csx").read_text()
+    cold = await run_script(docker, settings, request_for(settings, script, MONO, timeout_s=3))
+    assert cold.finished_with is FinishedWith.TIME_LIMIT_EXCEEDED
+    request = mono_request(settings, script)
     async with open_waiting_container(docker, settings, request) as waiting:
         await docker.container_put_archive(waiting.container, SCRIPT_DIR, job_archive(request))
         await waiting.release()
         with trio.fail_after(30):
             await waiting.wait_for_output(STDOUT, b"Waiting 6 minutes\n")
+        # What the worker does at the time limit.
         assert await docker.container_stop(waiting.container, settings.stop_grace_s)
-        await waiting.wait_for_exit()
-        assert bytes(waiting.output[STDOUT]) == RELEASED + b"Waiting 6 minutes\n"
-        assert bytes(waiting.output[STDERR]) == RELEASED
+        exit_code = await waiting.wait_for_exit()
+        stdout, stderr = bytes(waiting.output[STDOUT]), waiting.stderr_without_report()
+    assert (stdout, stderr, exit_code) == (
+        RELEASED + cold.stdout.encode(),
+        RELEASED + cold.stderr.encode(),
+        cold.exit_code,
+    )
+    assert cold.stdout == "Waiting 6 minutes\n"
 
 
 async def test_the_end_of_stdin_before_a_release_exits_0_silently(
@@ -438,7 +459,7 @@ async def test_the_end_of_stdin_before_a_release_exits_0_silently(
         await trio.sleep(WARM_UP_S)
         waiting.close_stdin()
         assert await waiting.wait_for_exit() == 0
-        assert waiting.output == {STDOUT: b"", STDERR: b""}
+        assert (bytes(waiting.output[STDOUT]), waiting.stderr_without_report()) == (b"", b"")
 
 
 async def test_a_released_hello_world_ends_sooner_than_a_cold_one(
