@@ -206,6 +206,7 @@ class ContainerSamples:
     failed: int = 0  # the daemon did not answer (its restart)
     max_sandboxes: int = 0
     max_sandboxes_at: float = 0.0
+    at_max: list[str] = field(default_factory=list)  # name, state and worker of each, at the max
     max_all: int = 0  # sandboxes plus the workers' preflight probes (created, never started)
     max_running: int = 0
 
@@ -224,6 +225,10 @@ async def sample_containers(docker: DockerClient, out: ContainerSamples) -> None
             ]
             if len(sandboxes) > out.max_sandboxes:
                 out.max_sandboxes, out.max_sandboxes_at = len(sandboxes), time.time()
+                out.at_max = sorted(
+                    f"{c['Names'][0]} {c.get('State')} {(c.get('Labels') or {}).get(WORKER_LABEL)}"
+                    for c in sandboxes
+                )
             out.max_all = max(out.max_all, len(listed))
             out.max_running = max(
                 out.max_running, sum(c.get("State") == "running" for c in sandboxes)
@@ -755,7 +760,9 @@ def check(
     if containers.max_sandboxes > bound:
         failures.append(
             f"{containers.max_sandboxes} sandbox containers at once (at "
-            f"+{containers.max_sandboxes_at - t0:.1f}s), more than {WORKERS} x {CAPACITY}"
+            f"+{containers.max_sandboxes_at - t0:.1f}s, "
+            f"{nearest_fault(containers.max_sandboxes_at, faults, t0)}), more than {WORKERS} x "
+            f"{CAPACITY}: {containers.at_max}"
         )
     if left_containers or left_volumes:
         failures.append(f"left on the daemon: containers {left_containers}, volumes {left_volumes}")
