@@ -86,6 +86,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ] = 256 * KiB
     stop_grace_s: Annotated[Seconds, _doc("SIGTERM to SIGKILL grace at a timeout")] = 2.0
     drain_timeout_s: Annotated[Seconds, _doc("on SIGTERM, how long running jobs may finish")] = 30.0
+    warm_containers: Annotated[
+        Annotated[int, Meta(ge=0)] | None,
+        _doc("started single-use containers kept ready per type; 0 off; default: capacity"),
+    ] = None
+    warm_max_idle_s: Annotated[
+        Seconds, _doc("an idle warm container older than this is replaced")
+    ] = 600.0
     job_max_age_s: Annotated[
         Annotated[float, Meta(ge=0)],
         _doc("a job older than this when it would start is REJECTED as expired; 0 off"),
@@ -131,6 +138,34 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     job_files_host_dir: Annotated[
         str, _doc("accepted for compatibility; unused: job files travel through the Engine API")
     ] = "/tmp/scripts"
+    # Egress (the proxy of the sandbox types that need the network)
+    egress_allow: Annotated[
+        tuple[str, ...],
+        _doc("if set, the only destinations: host[:port], *.suffix, IP, CIDR; comma-separated"),
+    ] = ()
+    egress_refuse: Annotated[
+        tuple[str, ...],
+        _doc("addresses or CIDR blocks refused besides the built-in ones (a remote Docker host)"),
+    ] = ()
+    egress_max_connections: Annotated[
+        PositiveInt, _doc("proxy connections open at once per sandbox container")
+    ] = 32
+    egress_max_bytes: Annotated[
+        Bytes, _doc("bytes a job may relay through the proxy, both ways; 0 no cap")
+    ] = GiB
+    egress_idle_timeout_s: Annotated[
+        Seconds, _doc("a proxy connection with no byte either way for this long is closed")
+    ] = 60.0
+    egress_connect_timeout_s: Annotated[
+        Seconds, _doc("deadline of the proxy's connection to a destination")
+    ] = 10.0
+
+
+def warm_pool_size(settings: Settings) -> int:
+    """WORKER_WARM_CONTAINERS, by default the type's capacity."""
+    if settings.warm_containers is None:
+        return settings.max_containers
+    return settings.warm_containers
 
 
 _FALLBACKS = {
@@ -241,6 +276,8 @@ def environment_of(settings: Settings, base: Mapping[str, str] | None = None) ->
     env = {k: v for k, v in base.items() if not k.startswith("WORKER_")}
     for field in msgspec.structs.fields(Settings):
         value = getattr(settings, field.name)
+        if value is None:
+            continue  # the default, whatever it derives from
         text = ",".join(value) if isinstance(value, tuple) else str(value)
         env[env_name(field.name)] = text.lower() if isinstance(value, bool) else text
     return env
@@ -257,6 +294,8 @@ def describe() -> str:
             default = "<host>-<pid>-<random>"
         if field.name == "sandbox_dir":
             default = "<checkout>/sandbox"
+        if field.name == "warm_containers":
+            default = "<max_containers>"
         doc = next(
             (
                 m.description
