@@ -7,6 +7,7 @@ takes only as many jobs as it has capacity for, a job nursery, and graceful drai
     ├── serve_reaper        orphaned containers, every REAP_EVERY_S
     ├── DockerHealth        pings; the servers pause while Docker is away
     └── TypeServer (each)   consumer on pending-<type>, group workers.<type> (dsw.server)
+        ├── WarmPool        started single-use containers waiting for a job (dsw.pool)
         ├── poll loop       take ≤ free capacity, pause/resume, commit finished positions
         └── job nursery     one task per record, inside a cancel scope that drain moves
 """
@@ -15,19 +16,21 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 
 import trio
 
 from dsw import metrics
 from dsw.backoff import Backoff
-from dsw.config import Settings
+from dsw.config import Settings, warm_pool_size
 from dsw.docker import DockerClient, open_docker
 from dsw.docker_health import DockerHealth
 from dsw.drain import Drain
-from dsw.errors import DockerUnavailable
+from dsw.errors import DockerUnavailable, KafkaUnavailable
 from dsw.inflight import InFlight
 from dsw.jobs import JobContext
-from dsw.kafka import open_kafka
+from dsw.kafka import create_topics, open_kafka
+from dsw.pool import WarmPool
 from dsw.preflight import preflight
 from dsw.reaper import reap
 from dsw.sandbox_types import SandboxType, load_sandbox_types
@@ -90,7 +93,13 @@ async def _serve_with_docker(
         docker.api_version,
     )
     in_flight = InFlight()
+    size = warm_pool_size(settings)
+    pools = {
+        name: WarmPool(docker, settings, sandbox, health, size) if size else None
+        for name, sandbox in sandboxes.items()
+    }
     async with open_kafka(settings) as kafka, trio.open_nursery() as services:
+        await ensure_topics(settings, sandboxes)
         servers = [
             TypeServer(
                 JobContext(
@@ -100,6 +109,7 @@ async def _serve_with_docker(
                     health,
                     sandbox,
                     settings.consumer_group_prefix + sandbox.name,
+                    pools[sandbox.name],
                 ),
                 in_flight,
                 drain,
@@ -107,13 +117,43 @@ async def _serve_with_docker(
             )
             for sandbox in sandboxes.values()
         ]
-        services.start_soon(serve_reaper, docker, settings, in_flight)
+
+        def in_use() -> set[str]:
+            pooled = {name for pool in pools.values() if pool for name in pool.names()}
+            return in_flight.job_ids() | pooled
+
+        services.start_soon(serve_reaper, docker, settings, in_use)
         services.start_soon(health.serve_monitor, docker, Backoff.of(settings))
         readiness.kafka = kafka
         async with trio.open_nursery() as types:
             for server in servers:
                 types.start_soon(server.serve)
         services.cancel_scope.cancel(reason="servers stopped")
+
+
+async def ensure_topics(settings: Settings, sandboxes: dict[str, SandboxType]) -> None:
+    """The topics this worker reads and writes, created with the scheduler's layout where they are
+    missing, so that its first start needs no broker-side auto-creation (and logs no alarm)."""
+    pending = [settings.pending_topic_prefix + name for name in sandboxes]
+    topics = [
+        *pending,
+        settings.running_topic,
+        settings.finished_topic,
+        *(topic + settings.dead_letter_suffix for topic in pending),
+    ]
+    try:
+        created = await create_topics(
+            settings.kafka_broker_url,
+            topics,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+        )
+    except KafkaUnavailable as exc:
+        # Not allowed to create them, say: they are awaited (consumers wait for their topic).
+        log.info("topics not created, waiting for them to exist: %s", exc)
+        return
+    if created:
+        log.info("created topics=%s partitions=%d", ",".join(created), settings.topic_partitions)
 
 
 async def serve_signals(drain: Drain, startup: trio.CancelScope) -> None:
@@ -130,10 +170,14 @@ async def serve_signals(drain: Drain, startup: trio.CancelScope) -> None:
                 drain.cancel_now()
 
 
-async def serve_reaper(docker: DockerClient, settings: Settings, in_flight: InFlight) -> None:
+async def serve_reaper(
+    docker: DockerClient, settings: Settings, in_use: Callable[[], set[str]]
+) -> None:
+    """Every REAP_EVERY_S, remove orphans; `in_use` names this worker's job ids in flight and
+    its warm pools' containers."""
     while True:
         await trio.sleep(REAP_EVERY_S)
         try:
-            metrics.containers_reaped.inc(await reap(docker, settings, in_flight.job_ids()))
+            metrics.containers_reaped.inc(await reap(docker, settings, in_use()))
         except DockerUnavailable as exc:
             log.warning("reaper skipped: %s", exc)

@@ -61,6 +61,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_message_bytes: Annotated[
         PositiveInt, _doc("largest message the broker accepts; `finished` is trimmed to fit")
     ] = 1000 * KiB
+    topic_partitions: Annotated[
+        PositiveInt, _doc("partitions of a topic the worker creates (it never shrinks one)")
+    ] = 2
+    topic_replication_factor: Annotated[
+        PositiveInt, _doc("replication factor of a topic the worker creates")
+    ] = 1
     kafka_timeout_s: Annotated[Seconds, _doc("Kafka request timeout")] = 30.0
     reconnect_backoff_s: Annotated[
         Seconds, _doc("first delay before reconnecting (Kafka, Docker)")
@@ -80,6 +86,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     ] = 256 * KiB
     stop_grace_s: Annotated[Seconds, _doc("SIGTERM to SIGKILL grace at a timeout")] = 2.0
     drain_timeout_s: Annotated[Seconds, _doc("on SIGTERM, how long running jobs may finish")] = 30.0
+    warm_containers: Annotated[
+        Annotated[int, Meta(ge=0)] | None,
+        _doc("started single-use containers kept ready per type; 0 off; default: capacity"),
+    ] = None
+    warm_max_idle_s: Annotated[
+        Seconds, _doc("an idle warm container older than this is replaced")
+    ] = 600.0
     job_max_age_s: Annotated[
         Annotated[float, Meta(ge=0)],
         _doc("a job older than this when it would start is REJECTED as expired; 0 off"),
@@ -125,6 +138,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     job_files_host_dir: Annotated[
         str, _doc("accepted for compatibility; unused: job files travel through the Engine API")
     ] = "/tmp/scripts"
+
+
+def warm_pool_size(settings: Settings) -> int:
+    """WORKER_WARM_CONTAINERS, by default the type's capacity."""
+    if settings.warm_containers is None:
+        return settings.max_containers
+    return settings.warm_containers
 
 
 _FALLBACKS = {
@@ -235,6 +255,8 @@ def environment_of(settings: Settings, base: Mapping[str, str] | None = None) ->
     env = {k: v for k, v in base.items() if not k.startswith("WORKER_")}
     for field in msgspec.structs.fields(Settings):
         value = getattr(settings, field.name)
+        if value is None:
+            continue  # the default, whatever it derives from
         text = ",".join(value) if isinstance(value, tuple) else str(value)
         env[env_name(field.name)] = text.lower() if isinstance(value, bool) else text
     return env
@@ -251,6 +273,8 @@ def describe() -> str:
             default = "<host>-<pid>-<random>"
         if field.name == "sandbox_dir":
             default = "<checkout>/sandbox"
+        if field.name == "warm_containers":
+            default = "<max_containers>"
         doc = next(
             (
                 m.description

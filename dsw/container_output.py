@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import trio
 
 from dsw.config import Settings
-from dsw.docker.client import DockerClient, Json
+from dsw.docker.client import Attached, DockerClient, Json
 from dsw.docker.logs import STDERR, STDOUT, CappedOutput, FrameParser
 from dsw.errors import Conflict, DockerError, NotFound
 
 log = logging.getLogger(__name__)
 
+RELEASED = b"\x00dsw-released\x00\n"
 _REPORT = re.compile(
     rb"\x00dsw-report peak_memory_bytes=(\d*) oom_kills=(\d*) signalled_after_exit=([01])\x00\n\Z"
 )
@@ -48,10 +50,37 @@ def memory_peak_of(stats: Json) -> int | None:
     return int(peak) if peak else None
 
 
-class ContainerOutput:
-    """What one container writes, and what the worker does about it."""
+class _UntilReleased:
+    """A warm pool container's stream: what comes before the release marker (the pool's own
+    processes, before the job was theirs) is dropped; the job's output starts after it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self) -> None:
+        self.released = False
+        self._pending = b""
+        self.dropped_bytes = 0
+
+    def feed(self, piece: bytes) -> bytes:
+        if self.released:
+            return piece
+        data = self._pending + piece
+        at = data.find(RELEASED)
+        if at < 0:
+            # Keep what could be the start of the marker; drop the rest.
+            keep = len(RELEASED) - 1
+            self.dropped_bytes += max(len(data) - keep, 0)
+            self._pending = data[-keep:]
+            return b""
+        self.released = True
+        self.dropped_bytes += at
+        self._pending = b""
+        return data[at + len(RELEASED) :]
+
+
+class ContainerOutput:
+    """What one container writes, and what the worker does about it. With `released_by_marker`
+    (a warm pool's container), each stream starts after dsw-entry's release marker."""
+
+    def __init__(self, settings: Settings, released_by_marker: bool = False) -> None:
         # Past WORKER_MAX_MESSAGE_BYTES nothing could be published: counted, not kept.
         limit, keep = settings.output_limit_bytes, settings.max_message_bytes
         self.stdout = CappedOutput(limit, keep)
@@ -65,6 +94,34 @@ class ContainerOutput:
         self.report: EntryReport | None = None
         self.done = trio.Event()
         self.error: DockerError | None = None
+        self.gates = (
+            {STDOUT: _UntilReleased(), STDERR: _UntilReleased()} if released_by_marker else {}
+        )
+
+    @property
+    def released(self) -> bool:
+        """Whether the job's script got to run (always, for a container not from the pool)."""
+        return all(gate.released for gate in self.gates.values())
+
+    def take(self, stream: int, piece: bytes) -> None:
+        """A piece of one stream; notes the stream that passes its cap."""
+        gate = self.gates.get(stream)
+        if gate is not None:
+            piece = gate.feed(piece)
+        name, output = {STDOUT: ("stdout", self.stdout), STDERR: ("stderr", self.stderr)}.get(
+            stream, ("", None)
+        )
+        if piece and output is not None and not output.append(piece):
+            self.over_limit = self.over_limit or name
+
+    async def read(self, chunks: AsyncIterator[bytes]) -> None:
+        """Frames from `chunks` into the streams, until they end or a cap is passed."""
+        parser = FrameParser()
+        async for chunk in chunks:
+            for stream, piece in parser.feed(chunk):
+                self.take(stream, piece)
+            if self.over_limit:
+                return
 
     async def collect(
         self,
@@ -76,29 +133,48 @@ class ContainerOutput:
         """Attach (reporting when attached), then read until the container's streams end; kill
         the container when a cap is passed. A failure to attach is raised; a later one is kept
         in `error`."""
-        parser = FrameParser()
-        outputs = {STDOUT: ("stdout", self.stdout), STDERR: ("stderr", self.stderr)}
         attached = False
         try:
             async with docker.open_container_attach(container) as chunks:
                 task_status.started()
                 attached = True
-                async for chunk in chunks:
-                    for stream, piece in parser.feed(chunk):
-                        name, output = outputs.get(stream, ("", None))
-                        if output is not None and not output.append(piece):
-                            self.over_limit = self.over_limit or name
-                    if self.over_limit:
-                        break
-            # Detached first: the daemon would block the kill on an attach nobody reads any more.
-            if self.over_limit:
-                await self._kill(docker, container)
+                await self.read(chunks)
+            await self.after_reading(docker, container)
         except DockerError as exc:
             if not attached:
                 raise
             self.error = exc
         finally:
             self.done.set()
+
+    async def collect_released(
+        self,
+        docker: DockerClient,
+        container: str,
+        *,
+        task_status: trio.TaskStatus[Attached] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """A warm pool's running container: attach with stdin, report the attachment (for the
+        release), then read as `collect` does. Conflict if the container is not running."""
+        attached = False
+        try:
+            async with docker.open_container_attach_stdin(container) as stream:
+                task_status.started(stream)
+                attached = True
+                await self.read(stream.chunks())
+            await self.after_reading(docker, container)
+        except DockerError as exc:
+            if not attached:
+                raise
+            self.error = exc
+        finally:
+            self.done.set()
+
+    async def after_reading(self, docker: DockerClient, container: str) -> None:
+        """Once detached (the daemon would block a kill behind an attach nobody reads any more):
+        kill the container if a cap was passed."""
+        if self.over_limit:
+            await self._kill(docker, container)
 
     async def _kill(self, docker: DockerClient, container: str) -> None:
         self.peak_before_kill = await memory_peak(docker, container)

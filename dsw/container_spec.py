@@ -34,6 +34,11 @@ HOST_LABEL = "dsw.worker.host"
 PID_LABEL = "dsw.worker.pid"
 PIDNS_LABEL = "dsw.worker.pidns"
 TYPE_LABEL = "dsw.sandbox"
+# On a warm pool's container: its job label stays empty (labels never change); once handed over,
+# its name says the job.
+POOL_LABEL = "dsw.pool"
+JOB_NAME_PREFIX = "sandbox-job-"
+POOL_NAME_PREFIX = "dsw-pool-"
 
 
 # Margin on top of the longest a job's container can live.
@@ -62,6 +67,11 @@ def lifetime_bound_s(settings: Settings) -> float:
     )
 
 
+def age_bound_s(settings: Settings) -> float:
+    """No sandbox container can legitimately be older: a warm one may wait its idle time first."""
+    return lifetime_bound_s(settings) + settings.warm_max_idle_s
+
+
 def pid_namespace() -> str:
     """This process's pid namespace ("pid:[4026531836]"): a pid means something only within it."""
     try:
@@ -71,6 +81,7 @@ def pid_namespace() -> str:
 
 
 def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, str]:
+    """`job_id` "" for a warm pool's container."""
     return {
         PROJECT_LABEL: "dsw",
         JOB_LABEL: job_id,
@@ -79,6 +90,7 @@ def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, s
         PID_LABEL: str(os.getpid()),
         PIDNS_LABEL: pid_namespace(),
         TYPE_LABEL: sandbox.name,
+        **({} if job_id else {POOL_LABEL: "1"}),
     }
 
 
@@ -118,23 +130,34 @@ def resource_limits(settings: Settings, limits: JobLimits) -> dict[str, Any]:
     return result
 
 
+def pool_command(sandbox: SandboxType) -> list[str]:
+    """A warm pool container's command: dsw-entry waits for the release, or the type's own
+    waiting command (a runner that prepares itself) does."""
+    if sandbox.warm_command:
+        return ["--warm", *sandbox.warm_command]
+    return ["--release", *sandbox.command]
+
+
 def container_config(
     settings: Settings, sandbox: SandboxType, limits: JobLimits, job_id: str
 ) -> dict[str, Any]:
-    """The create body for `job_id`'s container."""
+    """The create body for `job_id`'s container; with `job_id` "", for a warm pool's container:
+    the same hardening, limits and labels (marked as a pool's), the pool's command, and a stdin
+    for the release."""
     tmpfs = _tmpfs(settings, sandbox)
     uid, gid = USER.split(":")
+    pooled = not job_id
     return {
         "Image": sandbox.image,
         "Entrypoint": [ENTRYPOINT],
-        "Cmd": list(sandbox.command),
+        "Cmd": pool_command(sandbox) if pooled else list(sandbox.command),
         # dsw-entry (the entrypoint) counts on docker-init sending stop signals to its group.
         "Env": [*sandbox.env, "TINI_KILL_PROCESS_GROUP=1"],
         "User": USER,
         "WorkingDir": "/tmp",
         "Labels": labels(settings, sandbox, job_id),
         "Tty": False,
-        "OpenStdin": False,
+        "OpenStdin": pooled,
         "AttachStdin": False,
         "NetworkDisabled": not sandbox.network,
         "HostConfig": {

@@ -10,6 +10,7 @@
     │   ├── ImageMissing       the type's image is neither present nor pullable
     │   ├── LimitsNotEnforced  the daemon says a requested limit would not be enforced
     │   └── NotConfinable      the daemon lacks the type's runtime, or cannot apply its seccomp
+    ├── WarmContainerLost      a warm pool's container could not take its job (the job runs cold)
     ├── KafkaUnavailable       Kafka did not give what was needed in time (`dsw submit`, readers)
     ├── MessageTooLarge        the broker refused a message as too large
     └── DockerError            the Engine API answered with an error (endpoint, status, message)
@@ -46,6 +47,10 @@ class UnreadableMessage(DswError):
 
 
 class InvalidInput(DswError):
+    pass
+
+
+class WarmContainerLost(DswError):
     pass
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import struct
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
@@ -20,12 +22,19 @@ from dsw import metrics, outcomes
 from dsw.config import Settings
 from dsw.docker.client import DockerClient
 from dsw.docker_health import DockerHealth
-from dsw.errors import DockerError, DockerUnavailable, DswError, MessageTooLarge
+from dsw.errors import (
+    DockerError,
+    DockerUnavailable,
+    DswError,
+    MessageTooLarge,
+    WarmContainerLost,
+)
 from dsw.intake import Accepted, Rejected
 from dsw.kafka import Kafka, Record
 from dsw.messages import Finished, Running, encode, fit
 from dsw.nursery import open_nursery
-from dsw.sandbox import ScriptOutcome, ScriptRequest, run_script
+from dsw.pool import WarmPool
+from dsw.sandbox import ScriptOutcome, ScriptRequest, open_script
 from dsw.sandbox_types import SandboxType
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,7 @@ class JobContext:
     docker_health: DockerHealth
     sandbox: SandboxType
     group: str
+    pool: WarmPool | None = None
 
 
 def where(record: Record) -> str:
@@ -121,14 +131,15 @@ async def publish_finished(ctx: JobContext, finished: Finished, record: Record) 
 
 
 async def run_job(ctx: JobContext, record: Record, accepted: Accepted) -> None:
-    """Run an accepted job and publish its outcome."""
+    """Run an accepted job and publish its outcome; its container is gone when this returns."""
     name = ctx.sandbox.name
     metrics.jobs_in_flight.labels(sandbox=name).inc()
     try:
         finished = await _execute(ctx, record, accepted.request(ctx.sandbox))
-        await publish_finished(ctx, finished, record)
     finally:
         metrics.jobs_in_flight.labels(sandbox=name).dec()
+        if ctx.pool is not None:
+            ctx.pool.job_done()
     results = finished.script_results
     log.info(
         "finished job=%s %s status=%s finished_with=%s exit_code=%s duration_s=%s",
@@ -142,13 +153,17 @@ async def run_job(ctx: JobContext, record: Record, accepted: Accepted) -> None:
 
 
 async def _execute(ctx: JobContext, record: Record, request: ScriptRequest) -> Finished:
-    """Run with bounded retries of transient Docker failures; REJECTED once they are used up."""
+    """Run with bounded retries of transient Docker failures, and publish the outcome as soon as
+    it is known (the container's removal follows); REJECTED once the retries are used up."""
     attempts = ctx.settings.docker_retries + 1
     worker_id = ctx.settings.worker_id
     for attempt in range(1, attempts + 1):
         await ctx.docker_health.wait_healthy()
         try:
-            outcome = await _run_once(ctx, record, request)
+            async with _open_run(ctx, record, request) as outcome:
+                finished = outcomes.accepted(request.job_id, outcome, ctx.settings)
+                await publish_finished(ctx, finished, record)
+            return finished
         except DockerError as exc:
             transient = isinstance(exc, DockerUnavailable) or (exc.status or 0) >= 500
             if isinstance(exc, DockerUnavailable):
@@ -165,31 +180,51 @@ async def _execute(ctx: JobContext, record: Record, request: ScriptRequest) -> F
                 await trio.sleep(min(0.5 * 2**attempt, 10))
                 continue
             code = "docker_unavailable" if transient else "docker_error"
-            metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason=code).inc()
-            return outcomes.rejected(request.job_id, f"docker: {exc}", worker_id)
+            finished = outcomes.rejected(request.job_id, f"docker: {exc}", worker_id)
         except DswError as exc:
-            metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason=type(exc).__name__).inc()
+            code = type(exc).__name__
             log.warning("cannot run job=%s error=%s", request.job_id, exc)
-            return outcomes.rejected(request.job_id, str(exc), worker_id)
+            finished = outcomes.rejected(request.job_id, str(exc), worker_id)
         except Exception as exc:
             # A bug of ours must not take the worker down, nor come back forever as a redelivery.
-            metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason="internal_error").inc()
+            code = "internal_error"
             log.exception("internal error job=%s", request.job_id)
-            return outcomes.rejected(request.job_id, f"internal error: {exc!r}", worker_id)
-        return outcomes.accepted(request.job_id, outcome, ctx.settings)
+            finished = outcomes.rejected(request.job_id, f"internal error: {exc!r}", worker_id)
+        metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason=code).inc()
+        await publish_finished(ctx, finished, record)
+        return finished
     raise AssertionError("unreachable")
 
 
-async def _run_once(ctx: JobContext, record: Record, request: ScriptRequest) -> ScriptOutcome:
-    """One attempt; `running` is published once the container starts and before this returns."""
+@asynccontextmanager
+async def _open_run(
+    ctx: JobContext, record: Record, request: ScriptRequest
+) -> AsyncIterator[ScriptOutcome]:
+    """One attempt, in a warm pool's container when one is ready, else a cold one; yields the
+    outcome once `running` is acknowledged, while the container still exists."""
     running = encode(Running(job_id=request.job_id))
+    running_sent = trio.Event()
     async with open_nursery() as nursery:
 
         def started() -> None:
             metrics.queue_wait.observe(max(time.time() - record.timestamp_ms / 1000, 0))
             log.info("running job=%s %s", request.job_id, where(record))
-            nursery.start_soon(
-                ctx.kafka.publish, ctx.settings.running_topic, request.job_id, running
-            )
+            nursery.start_soon(publish_running)
 
-        return await run_script(ctx.docker, ctx.settings, request, on_started=started)
+        async def publish_running() -> None:
+            await ctx.kafka.publish(ctx.settings.running_topic, request.job_id, running)
+            running_sent.set()
+
+        warm = ctx.pool.take() if ctx.pool is not None else None
+        try:
+            async with open_script(ctx.docker, ctx.settings, request, started, warm) as outcome:
+                await running_sent.wait()
+                yield outcome
+                return
+        except WarmContainerLost as exc:
+            # Before the script ran (nothing was yielded): the job runs cold instead.
+            log.warning("warm container lost, running cold job=%s error=%s", request.job_id, exc)
+            metrics.pool_replaced.labels(sandbox=ctx.sandbox.name, reason="lost").inc()
+        async with open_script(ctx.docker, ctx.settings, request, started) as outcome:
+            await running_sent.wait()
+            yield outcome

@@ -346,14 +346,31 @@ async def committed_positions(bootstrap: str, group: str) -> dict[Partition, int
     }
 
 
-async def create_topics(bootstrap: str, topics: Iterable[str], partitions: int = 2) -> None:
-    """Create topics that do not exist yet (tests, `dsw submit`, local setups). Needs open_kafka's
-    loop or its own: it runs in the current trio-asyncio loop."""
+async def topic_partitions(bootstrap: str, prefix: str = "") -> dict[str, int]:
+    """The partition count of every topic whose name starts with `prefix` (tests, operators)."""
     async with _open_admin(bootstrap) as admin:
+        names = [t for t in await _aio(admin.list_topics)() if t.startswith(prefix)]
+        described = await _aio(admin.describe_topics)(names) if names else []
+    return {d["topic"]: len(d["partitions"]) for d in described}
+
+
+async def create_topics(
+    bootstrap: str, topics: Iterable[str], partitions: int = 2, replication: int = 1
+) -> list[str]:
+    """Create the topics that do not exist yet, with `partitions` each; an existing topic is left
+    as it is, never shrunk. Returns the created ones. Needs open_kafka's loop or its own: it runs
+    in the current trio-asyncio loop. KafkaUnavailable when the broker refuses (not allowed...)."""
+    created = []
+    async with _open_admin(bootstrap) as admin:
+        existing = set(await _aio(admin.list_topics)())
         for topic in topics:
+            if topic in existing:
+                continue
             try:
                 await _aio(admin.create_topics)(
-                    [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+                    [NewTopic(topic, num_partitions=partitions, replication_factor=replication)]
                 )
+                created.append(topic)
             except TopicAlreadyExistsError:
-                pass
+                pass  # created by someone else meanwhile
+    return created

@@ -44,6 +44,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# aiokafka logs these at ERROR while a new topic or a new cluster's group coordinator settles
+# (aiokafka retries them by itself): not alarms. A broker that stays away shows in other messages
+# and in /readyz.
+_SETTLING = ("not found in cluster metadata", "GroupCoordinatorNotAvailableError")
+
+
 class _OncePerInterval(logging.Filter):
     """aiokafka logs the same error every retry (10 a second while a broker is away): let each
     distinct message through once per interval."""
@@ -56,6 +62,9 @@ class _OncePerInterval(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("aiokafka"):
             return True
+        if any(message in record.getMessage() for message in _SETTLING):
+            return False
+
         key = f"{record.name}:{record.msg}"
         now = time.monotonic()
         if now - self._last.get(key, -self.interval_s) < self.interval_s:

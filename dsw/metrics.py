@@ -29,6 +29,16 @@ docker_errors = Counter("dsw_docker_api_errors", "Docker Engine API errors", ["e
 kafka_reconnects = Counter("dsw_kafka_reconnects", "Kafka calls retried after a failure")
 commit_failures = Counter("dsw_kafka_commit_failures", "Offset commits the group refused")
 
+pool_handovers = Counter("dsw_pool_handovers", "Jobs that got a warm pool container", ["sandbox"])
+pool_misses = Counter(
+    "dsw_pool_misses", "Jobs that ran cold because the warm pool was empty", ["sandbox"]
+)
+pool_replaced = Counter(
+    "dsw_pool_replaced",
+    "Warm containers removed unused: died or too old while idle, or lost at hand-over",
+    ["sandbox", "reason"],
+)
+
 queue_wait = Histogram(
     "dsw_queue_wait_seconds",
     "From the job record's timestamp to its container's start",
@@ -55,6 +65,7 @@ job_end_to_end = Histogram(
 )
 
 jobs_in_flight = Gauge("dsw_jobs_in_flight", "Jobs running now", ["sandbox"])
+pool_idle = Gauge("dsw_pool_idle", "Warm containers ready for a job", ["sandbox"])
 capacity = Gauge("dsw_capacity", "Jobs that may run at once", ["sandbox"])
 partitions_assigned = Gauge(
     "dsw_partitions_assigned",

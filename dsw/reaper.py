@@ -2,8 +2,10 @@
 
 A container is reaped when it carries this project's label and
 - its worker ran on this host, in this pid namespace, under a pid that no longer exists, or
-- it belongs to this worker but its job is no longer in flight, or
-- it is older than any job could live (maximum timeout plus stop, cleanup and slack).
+- it belongs to this worker but is in use no more: its job is not in flight (a handed-over warm
+  container's job is in its name), or it is a warm pool's container the pool no longer holds, or
+- it is older than any job could live (maximum timeout plus stop, cleanup and slack); a warm
+  pool's idle container is replaced long before (WORKER_WARM_MAX_IDLE_S).
 A container named `sandbox-job-*` without our labels (the original Java worker's, which sets none,
 may share the daemon during a migration) is reaped only when it is not running, or older than any
 job could live: a live run of another system is never touched. Nothing else is ever touched.
@@ -22,11 +24,12 @@ from dsw.config import Settings
 from dsw.container_spec import (
     HOST_LABEL,
     JOB_LABEL,
+    JOB_NAME_PREFIX,
     PID_LABEL,
     PIDNS_LABEL,
     PROJECT_LABEL,
     WORKER_LABEL,
-    lifetime_bound_s,
+    age_bound_s,
     pid_namespace,
 )
 from dsw.docker.client import DockerClient
@@ -48,21 +51,31 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def in_use_as(container: dict[str, Any]) -> str:
+    """What a listed container of ours is for: its job id, or a warm pool container's name."""
+    labels = container.get("Labels") or {}
+    if labels.get(JOB_LABEL):
+        return str(labels[JOB_LABEL])
+    name = str((container.get("Names") or [""])[0]).lstrip("/")
+    return name.removeprefix(JOB_NAME_PREFIX)
+
+
 def orphan_reason(
-    container: dict[str, Any], settings: Settings, active_jobs: Collection[str], now: float
+    container: dict[str, Any], settings: Settings, in_use: Collection[str], now: float
 ) -> str | None:
-    """Why this listed container is an orphan, or None if it may still be in use."""
+    """Why this listed container is an orphan, or None if it may still be in use. `in_use`:
+    this worker's job ids in flight and the names of its warm pool's idle containers."""
     labels = container.get("Labels") or {}
     age_s = now - float(container.get("Created", now))
-    if age_s > lifetime_bound_s(settings):
+    if age_s > age_bound_s(settings):
         return f"older than any job ({age_s:.0f} s)"
     if labels.get(PROJECT_LABEL) != "dsw":
         if container.get("State") == "running":
             return None  # another system's live run (the original worker sets no labels)
         return "unlabelled sandbox-job container, not running"
     if labels.get(WORKER_LABEL) == settings.worker_id:
-        if labels.get(JOB_LABEL) not in active_jobs and age_s > _YOUNG_S:
-            return "its job is no longer in flight"
+        if in_use_as(container) not in in_use and age_s > _YOUNG_S:
+            return "no longer in use: not a job in flight, nor in the warm pool"
         return None
     # A pid is only checked in the namespace it belongs to: a worker in a container may share
     # the host's name but not its pids.
@@ -74,7 +87,7 @@ def orphan_reason(
     return None
 
 
-async def reap(docker: DockerClient, settings: Settings, active_jobs: Collection[str] = ()) -> int:
+async def reap(docker: DockerClient, settings: Settings, in_use: Collection[str] = ()) -> int:
     """Remove orphaned containers; returns how many were removed. Raises DockerError on listing."""
     labelled = await docker.containers_list(labels=[f"{PROJECT_LABEL}=dsw"])
     named = await docker.containers_list(name="^/sandbox-job-")
@@ -82,7 +95,7 @@ async def reap(docker: DockerClient, settings: Settings, active_jobs: Collection
     removed = 0
     now = time.time()
     for container_id, container in candidates.items():
-        reason = orphan_reason(container, settings, active_jobs, now)
+        reason = orphan_reason(container, settings, in_use, now)
         if reason is None:
             continue
         names = ",".join(n.lstrip("/") for n in container.get("Names", []))

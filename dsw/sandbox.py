@@ -12,7 +12,8 @@ import io
 import logging
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -27,12 +28,21 @@ from dsw.container_spec import (
     JobLimits,
     container_config,
     lifetime_bound_s,
+    resource_limits,
     unenforced,
 )
 from dsw.docker.client import DockerClient
-from dsw.errors import Conflict, DockerError, DockerUnavailable, LimitsNotEnforced, NotFound
+from dsw.errors import (
+    Conflict,
+    DockerError,
+    DockerUnavailable,
+    LimitsNotEnforced,
+    NotFound,
+    WarmContainerLost,
+)
 from dsw.messages import FinishedWith, validate_job_id
 from dsw.nursery import open_nursery
+from dsw.pool import WarmContainer
 from dsw.reaper import orphan_reason
 from dsw.sandbox_types import SandboxType
 
@@ -94,22 +104,44 @@ async def run_script(
     settings: Settings,
     request: ScriptRequest,
     on_started: Callable[[], None] | None = None,
+    warm: WarmContainer | None = None,
 ) -> ScriptOutcome:
-    """Run one script in a fresh container and return its outcome; `on_started` runs once it starts.
+    """Run one script in a brand-new container and return its outcome once the container is gone
+    (see `open_script`)."""
+    async with open_script(docker, settings, request, on_started, warm) as outcome:
+        return outcome
 
-    Raises InvalidJobId before touching Docker, LimitsNotEnforced, or DockerError when the daemon
-    fails us (never the script's fault). On cancellation the container is killed and removed, then
-    Cancelled propagates.
+
+@asynccontextmanager
+async def open_script(
+    docker: DockerClient,
+    settings: Settings,
+    request: ScriptRequest,
+    on_started: Callable[[], None] | None = None,
+    warm: WarmContainer | None = None,
+) -> AsyncIterator[ScriptOutcome]:
+    """Run one script in a brand-new container (created now, or `warm`, a pool's container that
+    never ran a job) and yield its outcome while the container still exists, so that the caller
+    can publish it first; the container is removed when the block ends, whatever happened.
+    `on_started` runs once the script starts (the container's start, or its release).
+
+    Raises InvalidJobId before touching Docker, LimitsNotEnforced, WarmContainerLost when `warm`
+    could not take the job (it is removed; run the job cold), or DockerError when the daemon
+    fails us (never the script's fault). On cancellation the container is killed and removed,
+    then Cancelled propagates.
     """
     name = container_name(request.job_id)
-    config = container_config(settings, request.sandbox, request.limits, request.job_id)
-    archive = job_archive(request)
     container: str | None = None
     try:
-        with metrics.container_create.time():
-            container = await _create(docker, settings, name, config)
-            await docker.container_put_archive(container, SCRIPT_DIR, archive)
-        return await _start_and_wait(docker, settings, request, container, on_started)
+        if warm is None:
+            config = container_config(settings, request.sandbox, request.limits, request.job_id)
+            with metrics.container_create.time():
+                container = await _create(docker, settings, name, config)
+                await docker.container_put_archive(container, SCRIPT_DIR, job_archive(request))
+        else:
+            container = warm.id
+            await _hand_over(docker, settings, request, container, name)
+        yield await _run(docker, settings, request, container, on_started, warm is not None)
     finally:
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True) as cleanup:
             if container is None:
@@ -121,6 +153,30 @@ async def run_script(
         if cleanup.cancelled_caught:
             log.warning("container removal timed out job=%s container=%s", request.job_id, name)
             metrics.cleanup_failures.inc()
+
+
+async def _hand_over(
+    docker: DockerClient, settings: Settings, request: ScriptRequest, container: str, name: str
+) -> None:
+    """Make a warm pool's container the job's: its files in, its limits on, its name
+    `sandbox-job-<jobId>` (every rule keyed on that name holds). WarmContainerLost if the
+    container will not have it."""
+    try:
+        with metrics.container_create.time():
+            await docker.container_put_archive(container, SCRIPT_DIR, job_archive(request))
+            if settings.enable_resource_limits and request.limits != JobLimits.defaults(settings):
+                limits = resource_limits(settings, request.limits)
+                memory = {key: limits[key] for key in ("Memory", "MemorySwap", "MemoryReservation")}
+                await docker.container_update(container, memory)
+            try:
+                await docker.container_rename(container, name)
+            except Conflict:
+                await _make_way(docker, settings, name)
+                await docker.container_rename(container, name)
+    except DockerError as exc:
+        if isinstance(exc, DockerUnavailable):
+            raise
+        raise WarmContainerLost(f"warm container {container} refused the job: {exc}") from exc
 
 
 async def _create(
@@ -185,18 +241,29 @@ async def remove_container(docker: DockerClient, container: str, job_id: str) ->
         metrics.cleanup_failures.inc()
 
 
-async def _start_and_wait(
+async def _run(
     docker: DockerClient,
     settings: Settings,
     request: ScriptRequest,
     container: str,
     on_started: Callable[[], None] | None,
+    warm: bool,
 ) -> ScriptOutcome:
-    output = ContainerOutput(settings)
+    """Start the container (or release the warm one), wait for it within the time limit, and
+    read what it wrote."""
+    output = ContainerOutput(settings, released_by_marker=warm)
     async with open_nursery() as nursery:
-        await nursery.start(output.collect, docker, container)
-        with metrics.container_start.time():
-            await docker.container_start(container)
+        if warm:
+            try:
+                stdin = await nursery.start(output.collect_released, docker, container)
+                # The release: the time limit counts from here.
+                await stdin.send(b"\n")
+            except (Conflict, NotFound) as exc:
+                raise WarmContainerLost(f"warm container {container} is gone: {exc}") from exc
+        else:
+            await nursery.start(output.collect, docker, container)
+            with metrics.container_start.time():
+                await docker.container_start(container)
         started = trio.current_time()
         if on_started is not None:
             on_started()
@@ -208,6 +275,9 @@ async def _start_and_wait(
         nursery.cancel_scope.cancel(reason="container exited")
     if output.error is not None:
         raise output.error
+    if not output.released:
+        # It died before the release: the script never ran, and a cold run will do it.
+        raise WarmContainerLost(f"warm container {container} exited before the release")
     output.finish()
     report = output.report
     if report is not None:

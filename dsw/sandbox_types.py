@@ -30,6 +30,9 @@ class SandboxType(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     nuget_config: bool = False
     tmpfs_exec: bool = False
     env: tuple[str, ...] = ("HOME=/home/sandbox",)
+    # A warm pool's command: waits for the worker's release itself, having prepared what it can
+    # (dsw-entry --warm); None: dsw-entry waits, then runs `command`.
+    warm_command: tuple[str, ...] | None = None
     # The seccomp profile, relative to the sandbox folder.
     seccomp: str = "seccomp.json"
     # The OCI runtime (e.g. "runsc" for gVisor); None: the daemon's default (runc).

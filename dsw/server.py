@@ -53,7 +53,15 @@ class TypeServer:
         self._idle = False  # assigned no partition (said once, until it gets one)
 
     async def serve(self) -> None:
-        """Consume until drained; every job task lives in this function's nursery."""
+        """Keep the warm pool (if any) and consume until drained; every job task lives in this
+        function's nursery, and the pool in one around it."""
+        async with trio.open_nursery() as pool_tasks:
+            if self.ctx.pool is not None:
+                pool_tasks.start_soon(self.ctx.pool.serve, self._drain.stopping)
+            await self._consume()
+            pool_tasks.cancel_scope.cancel(reason="stopped consuming")
+
+    async def _consume(self) -> None:
         settings = self.ctx.settings
         metrics.capacity.labels(sandbox=self.name).set(settings.max_containers)
         async with self.ctx.kafka.open_consumer(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import trio
 
 from dsw.config import Settings
 from dsw.docker import DockerClient
-from dsw.kafka import Kafka, committed_positions, open_kafka
+from dsw.kafka import Kafka, committed_positions, create_topics, open_kafka, topic_partitions
 from tests.brokers import private_broker
 from tests.conftest import containers_of
 from tests.proxies import CuttableDocker
@@ -97,3 +98,48 @@ async def test_kafka_outage_loses_no_result(
         group = ws.consumer_group_prefix + SHELL
         assert sum((await committed_positions(broker.bootstrap, group)).values()) == 1
         assert await containers_of(docker, ws.worker_id) == []
+
+
+async def test_a_first_start_on_a_fresh_broker_raises_no_alarm(
+    docker: DockerClient, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    async with private_broker(tmp_path) as broker:
+        ws = worker_settings(settings, topic_prefix, kafka_broker_url=broker.bootstrap)
+        async with open_kafka(ws) as kafka, run_worker(ws) as worker:
+            http_url = f"http://127.0.0.1:{worker.settings.metrics_port}"
+            async with httpx.AsyncClient(base_url=http_url) as http:
+                await wait_ready(http)
+            job_id, body = job("echo first\n")
+            await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+            records = await read_until(kafka, [ws.finished_topic], lambda rs: len(rs) >= 1)
+            worker.signal(signal.SIGTERM)
+            assert await worker.wait() == 0
+        topics = await topic_partitions(broker.bootstrap, topic_prefix)
+    assert by_topic(records, ws.finished_topic)[0]["scriptResults"]["stdout"] == "first\n"
+    alarms = [
+        line
+        for line in worker.output.splitlines()
+        if re.search(r"level=(warning|error|critical)", line)
+    ]
+    assert alarms == []
+    assert "created topics=" in worker.output
+    pending = [f"{topic_prefix}pending-{t}" for t in ("linux-amd64-mono", "linux-amd64-shell")]
+    expected = [*pending, ws.running_topic, ws.finished_topic, *(t + ".DLT" for t in pending)]
+    assert {t: topics.get(t) for t in expected} == dict.fromkeys(expected, 2)
+
+
+async def test_an_existing_topic_is_never_shrunk(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    ws = worker_settings(settings, topic_prefix, runner_types=(SHELL,), topic_partitions=2)
+    pending = f"{topic_prefix}pending-{SHELL}"
+    await create_topics(ws.kafka_broker_url, [pending], partitions=6)
+    async with run_worker(ws) as worker:
+        job_id, body = job("echo\n")
+        await kafka.publish(pending, job_id, body)
+        await read_until(kafka, [ws.finished_topic], lambda rs: len(rs) >= 1)
+        worker.signal(signal.SIGTERM)
+        assert await worker.wait() == 0
+    topics = await topic_partitions(ws.kafka_broker_url, topic_prefix)
+    assert topics[pending] == 6
+    assert topics[ws.finished_topic] == 2

@@ -158,25 +158,31 @@ async def test_twenty_jobs_never_more_than_capacity(
 ) -> None:
     ws = worker_settings(settings, topic_prefix, max_containers=4)
     jobs = [job(f"sleep 0.5; echo {n}\n") for n in range(20)]
-    most = 0
-    async with run_worker(ws) as worker, trio.open_nursery() as nursery:
+    most_jobs = most_shell = 0
+    async with run_worker(ws) as worker:
+        async with trio.open_nursery() as nursery:
 
-        async def watch() -> None:
-            nonlocal most
-            while True:
-                most = max(most, len(await containers_of(docker, ws.worker_id)))
-                await trio.sleep(0.05)
+            async def watch() -> None:
+                nonlocal most_jobs, most_shell
+                while True:
+                    ours = await containers_of(docker, ws.worker_id)
+                    shell = [c for c in ours if c["Labels"].get("dsw.sandbox") == SHELL]
+                    running = [c for c in shell if c["Names"][0].startswith("/sandbox-job-")]
+                    most_jobs = max(most_jobs, len(running))
+                    most_shell = max(most_shell, len(shell))
+                    await trio.sleep(0.05)
 
-        nursery.start_soon(watch)
-        for job_id, body in jobs:
-            await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
-        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 20))
-        nursery.cancel_scope.cancel()
+            nursery.start_soon(watch)
+            for job_id, body in jobs:
+                await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, body)
+            records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 20))
+            nursery.cancel_scope.cancel()
         await stop(worker)
     finished = finished_of(records, ws)
     assert {job_id for job_id, _ in jobs} == set(finished)
     assert all(m["scriptResults"]["finishedWith"] == "SUCCEEDED" for m in finished.values())
-    assert 1 <= most <= 4
+    assert 1 <= most_jobs <= 4
+    assert most_shell <= 4 + 4  # capacity + warm pool, never more
 
 
 async def test_kill_9_mid_job_then_restart(
@@ -190,7 +196,8 @@ async def test_kill_9_mid_job_then_restart(
         await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
         first.signal(signal.SIGKILL)
         await first.wait()
-    assert len(await containers_of(docker, ws.worker_id)) == 1  # orphaned by the crash
+    left = await containers_of(docker, ws.worker_id)  # orphaned by the crash: the job's, the pools'
+    assert len([c for c in left if c["Names"][0].startswith("/sandbox-job-")]) == 1
     assert await committed(ws, SHELL) == {}
     async with run_worker(ws, "-b") as second:
         records = await read_until(

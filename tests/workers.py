@@ -46,7 +46,12 @@ def worker_settings(settings: Settings, topic_prefix: str, **changes: Any) -> Se
         consumer_group_prefix=f"{topic_prefix}workers.",
         running_topic=f"{topic_prefix}running",
         finished_topic=f"{topic_prefix}finished",
-        **{"runner_types": ("linux-amd64-mono", "linux-amd64-shell"), **changes},
+        # One warm container per type: every test meets both a warm and a cold start.
+        **{
+            "runner_types": ("linux-amd64-mono", "linux-amd64-shell"),
+            "warm_containers": 1,
+            **changes,
+        },
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpcore
 import httpx
 
 from dsw import metrics
@@ -78,7 +79,8 @@ def _translated(endpoint: str) -> Iterator[None]:
     around every request and every streamed read."""
     try:
         yield
-    except httpx.TransportError as exc:
+    except (httpx.TransportError, httpcore.NetworkError, httpcore.ProtocolError) as exc:
+        # httpcore's own errors come from an upgraded connection's stream, which httpx leaves bare.
         metrics.docker_errors.labels(endpoint=endpoint).inc()
         raise DockerUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
     except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
@@ -98,6 +100,27 @@ async def open_docker(settings: Settings) -> AsyncIterator[DockerClient]:
         client = DockerClient(http, settings.docker_timeout_s)
         await client.negotiate()
         yield client
+
+
+class Attached:
+    """A container's stdin (write) and multiplexed output (read) on one upgraded connection."""
+
+    def __init__(self, endpoint: str, stream: Any) -> None:
+        self._endpoint = endpoint
+        self._stream = stream
+
+    async def send(self, data: bytes) -> None:
+        with _translated(self._endpoint):
+            await self._stream.write(data)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The output as it comes, until the container's streams end."""
+        while True:
+            with _translated(self._endpoint):
+                chunk = await self._stream.read(65536)
+            if not chunk:
+                return
+            yield chunk
 
 
 class DockerClient:
@@ -251,6 +274,16 @@ class DockerClient:
     async def container_start(self, container: str) -> None:
         await self._request("POST", f"/containers/{container}/start")
 
+    async def container_rename(self, container: str, name: str) -> None:
+        """Conflict if `name` is taken."""
+        await self._request(
+            "POST", f"/containers/{container}/rename", params={"name": name}, idempotent=True
+        )
+
+    async def container_update(self, container: str, resources: Json) -> None:
+        """Change a container's resource limits (Memory, MemorySwap, ...), running or not."""
+        await self._request("POST", f"/containers/{container}/update", json=resources)
+
     async def container_wait(self, container: str, condition: str = "not-running") -> int:
         """Wait until the container is not running (or `condition`: "removed", "next-exit");
         returns its exit code. No timeout of its own."""
@@ -271,6 +304,35 @@ class DockerClient:
             "POST", f"/containers/{container}/attach", stream=1, stdout=1, stderr=1
         ) as chunks:
             yield chunks
+
+    @asynccontextmanager
+    async def open_container_attach_stdin(self, container: str) -> AsyncIterator[Attached]:
+        """Attached to a running container's stdin too, over an upgraded (hijacked) connection:
+        what is written reaches the container's stdin, the output comes multiplexed. Conflict if
+        the container is not running."""
+        endpoint = "POST /containers/{id}/attach"
+        path = f"/containers/{container}/attach"
+        with _translated(endpoint):
+            request = self._http.build_request(
+                "POST",
+                self._url(path, True),
+                params={"stream": 1, "stdin": 1, "stdout": 1, "stderr": 1},
+                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+                timeout=self._long_poll,
+            )
+            response = await self._http.send(request, stream=True)
+        try:
+            if response.status_code >= 400:
+                with _translated(endpoint):
+                    body = await response.aread()
+                raise _error(endpoint, response.status_code, body)
+            stream = response.extensions.get("network_stream")
+            if response.status_code != 101 or stream is None:
+                raise DockerError(endpoint, response.status_code, "the daemon did not upgrade")
+            yield Attached(endpoint, stream)
+        finally:
+            with _translated(endpoint):
+                await response.aclose()
 
     async def container_stats_once(self, container: str) -> Json:
         """One resource sample, now (`one-shot`: without waiting a second for a second sample)."""
