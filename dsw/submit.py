@@ -238,9 +238,11 @@ def _finish(options: SubmitOptions, run: _Run) -> int:
     _report(options, run)
     waiting = run.waiting()
     if run.ending is Ending.INTERRUPTED:
+        unpublished = len(run.submissions) - len(run.published())
         print(
-            f"dsw submit: interrupted; {waiting} job(s) had no result yet "
-            "(published jobs still run on the worker)",
+            "dsw submit: interrupted"
+            + (f"; {waiting} job(s) had no result yet (they still run)" if waiting else "")
+            + (f"; {unpublished} job(s) not published" if unpublished else ""),
             file=sys.stderr,
         )
         return exit_codes.INTERRUPTED

@@ -261,7 +261,7 @@ async def test_a_signal_while_waiting_writes_what_is_known_and_exits_130(
             stdout = b"".join([chunk async for chunk in process.stdout])
             assert await process.wait() == 130
     assert b"Traceback" not in seen
-    assert b"dsw submit: interrupted; 1 job(s) had no result yet" in seen
+    assert b"dsw submit: interrupted; 1 job(s) had no result yet (they still run)\n" in seen
     assert stdout == b"ok\n"
     suite = read_report(report)
     assert (suite.tests, suite.failures, suite.errors) == (2, 0, 1)
