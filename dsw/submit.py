@@ -181,9 +181,10 @@ async def submit(settings: Settings, options: SubmitOptions) -> int:
         interrupts = _Interrupts()
         await nursery.start(interrupts.serve)
         try:
-            return await _submit(settings, options, interrupts.scope)
+            code = await _submit(settings, options, interrupts.scope)
         finally:
             nursery.cancel_scope.cancel(reason="dsw submit is done")
+    return code
 
 
 async def _submit(settings: Settings, options: SubmitOptions, work: trio.CancelScope) -> int:
