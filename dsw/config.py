@@ -138,6 +138,27 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     job_files_host_dir: Annotated[
         str, _doc("accepted for compatibility; unused: job files travel through the Engine API")
     ] = "/tmp/scripts"
+    # Egress (the proxy of the sandbox types that need the network)
+    egress_allow: Annotated[
+        tuple[str, ...],
+        _doc("if set, the only destinations: host[:port], *.suffix, IP, CIDR; comma-separated"),
+    ] = ()
+    egress_refuse: Annotated[
+        tuple[str, ...],
+        _doc("addresses or CIDR blocks refused besides the built-in ones (a remote Docker host)"),
+    ] = ()
+    egress_max_connections: Annotated[
+        PositiveInt, _doc("proxy connections open at once per sandbox container")
+    ] = 32
+    egress_max_bytes: Annotated[
+        Bytes, _doc("bytes a job may relay through the proxy, both ways; 0 no cap")
+    ] = GiB
+    egress_idle_timeout_s: Annotated[
+        Seconds, _doc("a proxy connection with no byte either way for this long is closed")
+    ] = 60.0
+    egress_connect_timeout_s: Annotated[
+        Seconds, _doc("deadline of the proxy's connection to a destination")
+    ] = 10.0
 
 
 def warm_pool_size(settings: Settings) -> int:

@@ -77,3 +77,12 @@ partitions_paused = Gauge(
 )
 build_info = Gauge("dsw_build_info", "Always 1; the version in a label", ["version"])
 build_info.labels(version=__version__).set(1)
+
+egress_connections = Counter(
+    "dsw_egress_connections", "Egress proxy requests, by outcome", ["outcome"]
+)
+egress_refused = Counter(
+    "dsw_egress_refused", "Egress proxy requests refused by the policy (403)", ["reason"]
+)
+egress_bytes = Counter("dsw_egress_bytes", "Bytes relayed by the egress proxy, both directions")
+egress_tunnels = Gauge("dsw_egress_tunnels", "Egress proxy connections relaying now")

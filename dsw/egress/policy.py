@@ -1,0 +1,354 @@
+"""Where a sandbox may connect through the egress proxy: one decision per (host, port).
+
+    policy = EgressPolicy.from_settings(settings, extra_refused_addresses=("203.0.113.5",))
+    verdict = await policy.check("api.nuget.org", 443)   # Allowed(addresses, ...) | Refused(...)
+
+`check` resolves the host itself (a literal IP needs none), checks every address it got, and
+answers with the addresses that passed, in the resolver's order: the proxy connects only to those
+and never resolves again, so a name that answers differently the next time (DNS rebinding)
+cannot move the connection. Refused, whatever name points there:
+
+    loopback      127.0.0.0/8, ::1
+    unspecified   0.0.0.0/8, ::
+    private       10/8, 172.16/12, 192.168/16, 100.64/10 (CGNAT), fc00::/7 (unique-local)
+    link_local    169.254/16, fe80::/10
+    metadata      169.254.169.254, fd00:ec2::254, 100.100.100.200 (cloud instance metadata)
+    multicast     224/4, ff00::/8
+    reserved      240/4, 255.255.255.255, fec0::/10, every IPv4-compatible ::a.b.c.d, and
+                  every other special-purpose address not globally reachable (192.0.2/24, ...)
+    host          this machine's own addresses (/proc/net/fib_trie LOCAL, /proc/net/if_inet6),
+                  WORKER_EGRESS_REFUSE and `extra_refused_addresses` (a remote Docker host's)
+
+An IPv4 address inside IPv6 (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d, 6to4 2002::/16, NAT64
+64:ff9b::/96 and 64:ff9b:1::/48) is judged as that IPv4 address.
+
+Everything else is allowed, unless WORKER_EGRESS_ALLOW lists destinations: then only those are,
+matched against the target as the request names it: `host` (exactly), `*.suffix` (any name
+under it, not the suffix itself), an IP or a CIDR block (a literal address target within it),
+each with an optional `:port` (IPv6 in brackets: `[fd00::1]:443`). An unlisted name is not even
+resolved (a lookup can carry data out). A listed exact name or address is the only way to open a
+refused address on purpose (a company feed: `nuget.corp.example:443`, or `10.1.2.3` for a feed
+URL that names the address). A `*.suffix` never opens one, since whoever can add a name under
+the suffix could point it at 169.254.169.254, and an address entry opens no name that resolves
+to it (`localhost` stays refused with `127.0.0.1` listed). Pure but for `check`'s resolver and
+`host_networks`, which reads /proc.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+
+import msgspec
+import trio
+
+from dsw.config import Settings
+from dsw.errors import ConfigError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+
+_ALLOW_HINT = "only WORKER_EGRESS_ALLOW can open it"
+_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
+)
+_net = ipaddress.ip_network
+# Most specific first: the first network that holds an address names its class.
+_CLASSES: tuple[tuple[IPNetwork, str, str], ...] = (
+    (_net("169.254.169.254/32"), "metadata", "the cloud metadata address"),
+    (_net("fd00:ec2::254/128"), "metadata", "the cloud metadata address"),
+    (_net("100.100.100.200/32"), "metadata", "the cloud metadata address"),
+    (_net("0.0.0.0/8"), "unspecified", "an unspecified address"),
+    (_net("::/128"), "unspecified", "the unspecified address"),
+    (_net("127.0.0.0/8"), "loopback", "a loopback address"),
+    (_net("::1/128"), "loopback", "a loopback address"),
+    (_net("10.0.0.0/8"), "private", "a private address (RFC 1918)"),
+    (_net("172.16.0.0/12"), "private", "a private address (RFC 1918)"),
+    (_net("192.168.0.0/16"), "private", "a private address (RFC 1918)"),
+    (_net("100.64.0.0/10"), "private", "a shared CGNAT address (RFC 6598)"),
+    (_net("fc00::/7"), "private", "a unique-local address (fc00::/7)"),
+    (_net("169.254.0.0/16"), "link_local", "a link-local address"),
+    (_net("fe80::/10"), "link_local", "a link-local address"),
+    (_net("224.0.0.0/4"), "multicast", "a multicast address"),
+    (_net("ff00::/8"), "multicast", "a multicast address"),
+    (_net("255.255.255.255/32"), "reserved", "the broadcast address"),
+    (_net("240.0.0.0/4"), "reserved", "a reserved address (240.0.0.0/4)"),
+    (_net("fec0::/10"), "reserved", "a deprecated site-local address"),
+)
+_NAT64 = (_net("64:ff9b::/96"), _net("64:ff9b:1::/48"))
+
+
+class Allowed(msgspec.Struct, frozen=True):
+    """Connect to `host`:`port` at one of `addresses` (checked; in order) and nowhere else."""
+
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+
+    @property
+    def address(self) -> str:
+        return self.addresses[0]
+
+
+class Refused(msgspec.Struct, frozen=True):
+    """`reason` is a metric label, `code` the HTTP status (403 refused, 502 unresolvable) and
+    `message` the plain text the script sees."""
+
+    reason: str
+    code: int
+    message: str
+
+
+class Pattern(msgspec.Struct, frozen=True):
+    """One WORKER_EGRESS_ALLOW entry: a name, a `*.suffix` (held as `.suffix`) or a network."""
+
+    text: str
+    name: str | None = None
+    suffix: str | None = None
+    network: IPNetwork | None = None
+    port: int | None = None
+
+    def covers_name(self, host: str, port: int) -> bool:
+        if self.port not in (None, port):
+            return False
+        if self.suffix is not None:
+            return host.endswith(self.suffix)
+        return self.name == host
+
+    def covers_address(self, address: IPAddress, port: int) -> bool:
+        return self.network is not None and self.port in (None, port) and address in self.network
+
+
+def parse_pattern(text: str) -> Pattern:
+    """`nuget.org`, `*.nuget.org:443`, `10.1.2.3`, `10.1.0.0/16:443`, `[fd00::1]:443`; ValueError
+    otherwise."""
+    entry = text.strip().lower()
+    port: int | None = None
+    if entry.startswith("["):
+        inside, bracket, after = entry[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ValueError(f"not host[:port]: {text!r}")
+        entry, port = inside, _port(after[1:], text) if after else None
+    elif entry.count(":") == 1:
+        entry, _, digits = entry.partition(":")
+        port = _port(digits, text)
+    try:
+        return Pattern(text, network=ipaddress.ip_network(entry), port=port)
+    except ValueError as exc:
+        if any(c in entry for c in ":/") or re.fullmatch(r"[\d.]+", entry):
+            raise ValueError(f"not an address or CIDR block: {text!r} ({exc})") from None
+    entry = entry.rstrip(".")
+    if entry.startswith("*.") and _NAME.match(entry[2:]):
+        return Pattern(text, suffix=entry[1:], port=port)
+    if _NAME.match(entry):
+        return Pattern(text, name=entry, port=port)
+    raise ValueError(f"not a host name, *.suffix, address or CIDR block: {text!r}")
+
+
+def _port(digits: str, text: str) -> int:
+    if not digits.isdigit() or not 1 <= int(digits) <= 65535:
+        raise ValueError(f"not a port (1-65535) in {text!r}")
+    return int(digits)
+
+
+def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, str] | None:
+    """The IPv4 address an IPv6 one stands for, and the form's name; None for a plain one."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped, "IPv4-mapped"
+    if address.sixtofour is not None:
+        return address.sixtofour, "6to4"
+    if any(address in prefix for prefix in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "NAT64"
+    if int(address) >> 32 == 0 and int(address) > 1:
+        return ipaddress.IPv4Address(int(address)), "IPv4-compatible"
+    return None
+
+
+def classify(address: IPAddress, host_networks: Iterable[IPNetwork] = ()) -> tuple[str, str] | None:
+    """(reason, description) of an address that is refused unless listed; None if it may be used.
+    An embedded IPv4 address is judged as itself."""
+    embedded = embedded_ipv4(address)
+    if embedded is not None:
+        inner, form = embedded
+        verdict = classify(inner, host_networks)
+        if verdict is not None:
+            return verdict[0], f"the {form} form of {inner}, {verdict[1]}"
+        if form == "IPv4-compatible":
+            return "reserved", "a deprecated IPv4-compatible address"
+        return None
+    for network, reason, description in _CLASSES:
+        if address in network:
+            return reason, description
+    if any(address in network for network in host_networks):
+        return "host", "an address of this machine (the Docker host)"
+    if not address.is_global:
+        return "reserved", "a special-purpose address that is not globally reachable"
+    return None
+
+
+def host_networks(proc: Path = Path("/proc/net")) -> list[IPNetwork]:
+    """This machine's own addresses: the LOCAL routes of /proc/net/fib_trie (a /32 per address;
+    wider ones where a whole block is local) and every address of /proc/net/if_inet6."""
+    found: list[IPNetwork] = []
+    try:
+        last = ""
+        for line in (proc / "fib_trie").read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["|--"], ["+--"]):
+                last = words[1].split("/")[0]
+            elif len(words) >= 3 and words[-1] == "LOCAL" and words[0].startswith("/") and last:
+                found.append(ipaddress.ip_network(f"{last}{words[0]}", strict=False))
+    except (OSError, ValueError):
+        pass  # no /proc (not Linux): loopback and the other classes still hold
+    try:
+        for line in (proc / "if_inet6").read_text().splitlines():
+            found.append(_net(f"{ipaddress.IPv6Address(int(line.split()[0], 16))}/128"))
+    except (OSError, ValueError, IndexError):
+        pass
+    return list(dict.fromkeys(found))
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The addresses of `host`, in getaddrinfo's order of preference; socket.gaierror if none."""
+    answers = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(answer[4][0]) for answer in answers))
+
+
+class EgressPolicy:
+    """The allowlist, the refused addresses and the resolver; `check` decides. This machine's
+    addresses (`read_host_networks`) are read again at most every HOST_REFRESH_S, so networks
+    and addresses that appear later (a Docker network created since) are refused too."""
+
+    HOST_REFRESH_S = 10.0
+
+    def __init__(
+        self,
+        allow: Sequence[Pattern] = (),
+        refused: Iterable[IPNetwork] = (),
+        *,
+        resolver: Resolver = resolve,
+        resolve_timeout_s: float = 10.0,
+        read_host_networks: Callable[[], list[IPNetwork]] | None = None,
+    ) -> None:
+        self.allow = tuple(allow)
+        self.given = tuple(refused)
+        self.resolver = resolver
+        self.resolve_timeout_s = resolve_timeout_s
+        self.read_host_networks = read_host_networks
+        self._host: tuple[IPNetwork, ...] = ()
+        self._host_read_at = -math.inf
+
+    @property
+    def refused(self) -> tuple[IPNetwork, ...]:
+        """The given networks and, when read, this machine's."""
+        if self.read_host_networks is not None:
+            now = time.monotonic()
+            if now - self._host_read_at >= self.HOST_REFRESH_S:
+                self._host, self._host_read_at = tuple(self.read_host_networks()), now
+        return self.given + self._host
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        extra_refused_addresses: Iterable[str] = (),
+        *,
+        resolver: Resolver = resolve,
+    ) -> EgressPolicy:
+        """WORKER_EGRESS_ALLOW and WORKER_EGRESS_REFUSE, this machine's addresses and
+        `extra_refused_addresses` (addresses or CIDR blocks). Raises ConfigError."""
+        try:
+            allow = [parse_pattern(entry) for entry in settings.egress_allow]
+        except ValueError as exc:
+            raise ConfigError("WORKER_EGRESS_ALLOW", str(exc)) from None
+        try:
+            given = [_net(text.strip(), strict=False) for text in settings.egress_refuse]
+            given += [_net(text.strip(), strict=False) for text in extra_refused_addresses]
+        except ValueError as exc:
+            raise ConfigError("WORKER_EGRESS_REFUSE", str(exc)) from None
+        return cls(
+            allow,
+            given,
+            resolver=resolver,
+            resolve_timeout_s=settings.egress_connect_timeout_s,
+            read_host_networks=host_networks,
+        )
+
+    async def check(self, host: str, port: int) -> Allowed | Refused:
+        """Resolve `host` once (within resolve_timeout_s; never an unlisted name when there is an
+        allowlist: a lookup can carry data out) and judge every address. Cancellation
+        propagates; nothing is left running."""
+        host = host.lower().removeprefix("[").removesuffix("]").rstrip(".")
+        literal = _literal(host)
+        listed = self._listed(host, literal, port)
+        if self.allow and listed is None and literal is None:
+            message = f"dsw egress: {host}:{port} is not listed in WORKER_EGRESS_ALLOW"
+            return Refused("not_listed", 403, message + " (only the destinations listed are open)")
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                with trio.fail_after(self.resolve_timeout_s):
+                    answers = await self.resolver(host, port)
+                addresses = [ipaddress.ip_address(answer.split("%")[0]) for answer in answers]
+            except (OSError, trio.TooSlowError, ValueError) as exc:
+                why = str(exc) or "timed out"
+                return Refused("unresolvable", 502, f"dsw egress: cannot resolve {host}: {why}")
+            if not addresses:
+                return Refused("unresolvable", 502, f"dsw egress: {host} has no address")
+        passed: list[str] = []
+        refusals: list[Refused] = []
+        for address in dict.fromkeys(addresses):
+            refusal = None
+            if listed != "exact":
+                refusal = self._refusal(host, address, listed, literal is not None)
+            if refusal is not None:
+                refusals.append(refusal)
+                continue
+            inner = embedded_ipv4(address)
+            mapped = inner is not None and inner[1] == "IPv4-mapped"
+            passed.append(str(inner[0]) if inner is not None and mapped else str(address))
+        if passed:
+            return Allowed(host, port, tuple(passed))
+        return refusals[0]
+
+    def _listed(self, host: str, literal: IPAddress | None, port: int) -> str | None:
+        """ "exact" if an entry names this target (its host name; an IP or CIDR block holding
+        its literal address), "wildcard" if only a *.suffix does, None if none does."""
+        if literal is not None:
+            return "exact" if any(p.covers_address(literal, port) for p in self.allow) else None
+        covering = [p for p in self.allow if p.covers_name(host, port)]
+        if any(p.name is not None for p in covering):
+            return "exact"
+        return "wildcard" if covering else None
+
+    def _refusal(
+        self, host: str, address: IPAddress, listed: str | None, literal: bool
+    ) -> Refused | None:
+        verdict = classify(address, self.refused)
+        if verdict is not None:
+            reason, description = verdict
+            subject = f"{host} is" if literal else f"{host} resolves to {address},"
+            hint = _ALLOW_HINT
+            if listed == "wildcard":
+                hint = f"a *.suffix entry does not open it: list {host} in WORKER_EGRESS_ALLOW"
+            return Refused(reason, 403, f"dsw egress: {subject} {description}; {hint}")
+        if self.allow and listed is None:
+            message = f"dsw egress: {address} is not listed in WORKER_EGRESS_ALLOW"
+            return Refused("not_listed", 403, message + " (only the destinations listed are open)")
+        return None
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
