@@ -26,6 +26,7 @@ from dsw.config import Settings, warm_pool_size
 from dsw.docker import DockerClient, open_docker
 from dsw.docker_health import DockerHealth
 from dsw.drain import Drain
+from dsw.egress.network import Egress, open_egress_for
 from dsw.errors import DockerUnavailable, KafkaUnavailable
 from dsw.inflight import InFlight
 from dsw.jobs import JobContext
@@ -77,8 +78,20 @@ async def _serve_with_docker(
     drain: Drain,
     readiness: Readiness,
 ) -> None:
+    async with open_egress_for(docker, settings, sandboxes.values()) as egress:
+        await _serve_confined(settings, sandboxes, docker, drain, readiness, egress)
+
+
+async def _serve_confined(
+    settings: Settings,
+    sandboxes: dict[str, SandboxType],
+    docker: DockerClient,
+    drain: Drain,
+    readiness: Readiness,
+    egress: Egress | None,
+) -> None:
     for sandbox in sandboxes.values():
-        await preflight(docker, settings, sandbox)
+        await preflight(docker, settings, sandbox, egress)
     readiness.docker = docker
     readiness.images = [sandbox.image for sandbox in sandboxes.values()]
     metrics.containers_reaped.inc(await reap(docker, settings))
@@ -95,7 +108,7 @@ async def _serve_with_docker(
     in_flight = InFlight()
     size = warm_pool_size(settings)
     pools = {
-        name: WarmPool(docker, settings, sandbox, health, size) if size else None
+        name: WarmPool(docker, settings, sandbox, health, size, egress) if size else None
         for name, sandbox in sandboxes.items()
     }
     async with open_kafka(settings) as kafka, trio.open_nursery() as services:
@@ -110,6 +123,7 @@ async def _serve_with_docker(
                     sandbox,
                     settings.consumer_group_prefix + sandbox.name,
                     pools[sandbox.name],
+                    egress,
                 ),
                 in_flight,
                 drain,

@@ -19,6 +19,7 @@ import trio
 from dsw import __version__, exit_codes, outcomes
 from dsw.config import Settings, describe, load_settings
 from dsw.docker import open_docker
+from dsw.egress.network import open_egress_for
 from dsw.errors import DswError
 from dsw.job_files import jobs_from_files
 from dsw.log import setup_logging
@@ -78,9 +79,16 @@ def _parser() -> argparse.ArgumentParser:
         help="publish scripts as jobs and wait for their outcomes",
         description="Publish one job per script to pending-<type>, as the scheduler does, and wait "
         "for each `finished`. Exit status: 0 all SUCCEEDED, 1 any FAILED, 124 any hit the time "
-        "limit, 3 any REJECTED (the most severe wins), 2 usage or connection errors or --timeout.",
+        "limit, 3 any REJECTED (the most severe wins), 2 usage or connection errors or --timeout, "
+        "130 interrupted (SIGINT/SIGTERM).",
     )
-    submit.add_argument("paths", nargs="+", metavar="PATH", help="scripts; - reads one from stdin")
+    submit.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="scripts, or directories: every script in them (the type's extension, recursively, "
+        "sorted); - reads one from stdin",
+    )
     submit.add_argument("--sandbox", help="sandbox type (default: as for `dsw run`)")
     submit.add_argument("--nuget-config", type=Path, help="NuGet.Config sent with every job")
     submit.add_argument("--stdin", type=Path, help="file fed to every script's standard input")
@@ -88,6 +96,15 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-wait", action="store_true", help="publish, print the job ids, exit")
     submit.add_argument("--json", action="store_true", help="one `finished` JSON line per job")
     submit.add_argument("--raw", action="store_true", help=RAW_HELP)
+    submit.add_argument(
+        "--junit",
+        type=Path,
+        metavar="FILE",
+        help="write a JUnit XML report to FILE, however the wait ends (timeout, Ctrl-C too)",
+    )
+    submit.add_argument(
+        "--suite", default="dsw", help="the report's testsuite name (default: %(default)s)"
+    )
 
     commands.add_parser("reap", help="remove orphaned sandbox containers")
     return parser
@@ -145,9 +162,12 @@ async def _run_command(settings: Settings, args: argparse.Namespace) -> int:
     outcome: ScriptOutcome | None = None
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
-        async with open_docker(settings) as docker:
-            await preflight(docker, settings, sandbox)
-            outcome = await run_script(docker, settings, job.request(sandbox))
+        async with (
+            open_docker(settings) as docker,
+            open_egress_for(docker, settings, [sandbox]) as egress,
+        ):
+            await preflight(docker, settings, sandbox, egress)
+            outcome = await run_script(docker, settings, job.request(sandbox), egress=egress)
         nursery.cancel_scope.cancel(reason="done")
     if outcome is None:
         print("dsw run: interrupted; the container was removed", file=sys.stderr)
@@ -177,6 +197,9 @@ async def _cancel_on_signal(scope: trio.CancelScope) -> None:
 async def _submit_command(settings: Settings, args: argparse.Namespace) -> int:
     from dsw.submit import SubmitOptions, submit
 
+    if args.junit is not None and args.no_wait:
+        print("dsw submit: --junit needs the wait; drop --no-wait", file=sys.stderr)
+        return exit_codes.USAGE
     options = SubmitOptions(
         paths=args.paths,
         sandbox=args.sandbox or default_sandbox(settings, args.paths[0]),
@@ -186,6 +209,8 @@ async def _submit_command(settings: Settings, args: argparse.Namespace) -> int:
         wait=not args.no_wait,
         json_lines=args.json,
         raw=args.raw,
+        junit=args.junit,
+        suite=args.suite,
     )
     return await submit(settings, options)
 

@@ -109,6 +109,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     docker_timeout_s: Annotated[Seconds, _doc("timeout of short Docker calls")] = 30.0
     cleanup_timeout_s: Annotated[Seconds, _doc("deadline of a container's removal")] = 15.0
     image_pull_timeout_s: Annotated[Seconds, _doc("deadline of a sandbox image pull")] = 120.0
+    egress_network: Annotated[
+        str, _doc("a prepared internal network for network=egress types; default: one of its own")
+    ] = ""
+    egress_proxy_port: Annotated[
+        Annotated[int, Meta(ge=0, le=65535)], _doc("port of the egress proxy; 0: any free one")
+    ] = 0
     sandbox_dir: Annotated[str, _doc("folder of sandbox/<type>/sandbox.toml")] = (
         _DEFAULT_SANDBOX_DIR
     )

@@ -15,13 +15,16 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from dsw.config import Settings
 from dsw.errors import ConfigError
 from dsw.sandbox_types import SandboxType
+
+if TYPE_CHECKING:
+    from dsw.egress.network import EgressAccess
 
 SCRIPT_DIR = "/tmp/script"
 HOME = "/home/sandbox"
@@ -80,15 +83,22 @@ def pid_namespace() -> str:
         return ""
 
 
-def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, str]:
-    """`job_id` "" for a warm pool's container."""
+def owner_labels(settings: Settings) -> dict[str, str]:
+    """What says which worker, where, made a container or network (the reaper reads them)."""
     return {
         PROJECT_LABEL: "dsw",
-        JOB_LABEL: job_id,
         WORKER_LABEL: settings.worker_id,
         HOST_LABEL: socket.gethostname(),
         PID_LABEL: str(os.getpid()),
         PIDNS_LABEL: pid_namespace(),
+    }
+
+
+def labels(settings: Settings, sandbox: SandboxType, job_id: str) -> dict[str, str]:
+    """`job_id` "" for a warm pool's container."""
+    return {
+        **owner_labels(settings),
+        JOB_LABEL: job_id,
         TYPE_LABEL: sandbox.name,
         **({} if job_id else {POOL_LABEL: "1"}),
     }
@@ -138,8 +148,26 @@ def pool_command(sandbox: SandboxType) -> list[str]:
     return ["--release", *sandbox.command]
 
 
+def _network(sandbox: SandboxType, egress: EgressAccess | None) -> dict[str, Any]:
+    """The container's network: none; the worker's egress network, whose only way out is the
+    worker's proxy (DNS goes nowhere: names are the proxy's to resolve); or Docker's bridge."""
+    if sandbox.network == "egress":
+        if egress is None:
+            raise ConfigError(sandbox.name, "network = egress needs the worker's egress proxy")
+        return {"NetworkMode": egress.network, "Dns": [egress.proxy_host]}
+    return {"NetworkMode": "bridge" if sandbox.network else "none"}
+
+
+def proxy_env(egress: EgressAccess | None) -> list[str]:
+    return [f"{name}={value}" for name, value in (egress.environment if egress else {}).items()]
+
+
 def container_config(
-    settings: Settings, sandbox: SandboxType, limits: JobLimits, job_id: str
+    settings: Settings,
+    sandbox: SandboxType,
+    limits: JobLimits,
+    job_id: str,
+    egress: EgressAccess | None = None,
 ) -> dict[str, Any]:
     """The create body for `job_id`'s container; with `job_id` "", for a warm pool's container:
     the same hardening, limits and labels (marked as a pool's), the pool's command, and a stdin
@@ -152,7 +180,7 @@ def container_config(
         "Entrypoint": [ENTRYPOINT],
         "Cmd": pool_command(sandbox) if pooled else list(sandbox.command),
         # dsw-entry (the entrypoint) counts on docker-init sending stop signals to its group.
-        "Env": [*sandbox.env, "TINI_KILL_PROCESS_GROUP=1"],
+        "Env": [*sandbox.env, "TINI_KILL_PROCESS_GROUP=1", *proxy_env(egress)],
         "User": USER,
         "WorkingDir": "/tmp",
         "Labels": labels(settings, sandbox, job_id),
@@ -161,7 +189,7 @@ def container_config(
         "AttachStdin": False,
         "NetworkDisabled": not sandbox.network,
         "HostConfig": {
-            "NetworkMode": "bridge" if sandbox.network else "none",
+            **_network(sandbox, egress),
             "Mounts": [{"Type": "volume", "Target": SCRIPT_DIR}],
             # /tmp is a sticky 1777 tmpfs; HOME belongs to the sandbox user (Docker 20.10 ignores
             # a tmpfs `mode` under its copy-up, but honours uid and gid).

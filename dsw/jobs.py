@@ -22,6 +22,7 @@ from dsw import metrics, outcomes
 from dsw.config import Settings
 from dsw.docker.client import DockerClient
 from dsw.docker_health import DockerHealth
+from dsw.egress.network import Egress
 from dsw.errors import (
     DockerError,
     DockerUnavailable,
@@ -54,6 +55,7 @@ class JobContext:
     sandbox: SandboxType
     group: str
     pool: WarmPool | None = None
+    egress: Egress | None = None
 
 
 def where(record: Record) -> str:
@@ -217,7 +219,9 @@ async def _open_run(
 
         warm = ctx.pool.take() if ctx.pool is not None else None
         try:
-            async with open_script(ctx.docker, ctx.settings, request, started, warm) as outcome:
+            async with open_script(
+                ctx.docker, ctx.settings, request, started, warm, ctx.egress
+            ) as outcome:
                 await running_sent.wait()
                 yield outcome
                 return
@@ -225,6 +229,8 @@ async def _open_run(
             # Before the script ran (nothing was yielded): the job runs cold instead.
             log.warning("warm container lost, running cold job=%s error=%s", request.job_id, exc)
             metrics.pool_replaced.labels(sandbox=ctx.sandbox.name, reason="lost").inc()
-        async with open_script(ctx.docker, ctx.settings, request, started) as outcome:
+        async with open_script(
+            ctx.docker, ctx.settings, request, started, egress=ctx.egress
+        ) as outcome:
             await running_sent.wait()
             yield outcome

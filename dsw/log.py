@@ -47,7 +47,11 @@ class JsonFormatter(logging.Formatter):
 # aiokafka logs these at ERROR while a new topic or a new cluster's group coordinator settles
 # (aiokafka retries them by itself): not alarms. A broker that stays away shows in other messages
 # and in /readyz.
-_SETTLING = ("not found in cluster metadata", "GroupCoordinatorNotAvailableError")
+_SETTLING = (
+    "not found in cluster metadata",
+    "GroupCoordinatorNotAvailableError",
+    "Marking the coordinator dead",
+)
 
 
 class _OncePerInterval(logging.Filter):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -27,6 +28,9 @@ from dsw.docker.client import DockerClient
 from dsw.docker_health import DockerHealth
 from dsw.errors import DockerError, DockerUnavailable, LimitsNotEnforced
 from dsw.sandbox_types import SandboxType
+
+if TYPE_CHECKING:
+    from dsw.egress.network import Egress, EgressAccess
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class WarmContainer:
     id: str
     name: str
     started_at: float
+    egress: EgressAccess | None = None
     watch: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
@@ -54,7 +59,9 @@ class WarmPool:
         sandbox: SandboxType,
         health: DockerHealth,
         size: int,
+        egress: Egress | None = None,
     ) -> None:
+        self._egress = egress
         self._docker = docker
         self._settings = settings
         self._sandbox = sandbox
@@ -147,8 +154,11 @@ class WarmPool:
         the pool closing, cancellation), the container is removed: by name, since a create
         whose answer did not reach us may still have made it."""
         name = f"{POOL_NAME_PREFIX}{self._sandbox.name}-{uuid.uuid4().hex[:12]}"
+        access = (
+            self._egress.access() if self._egress and self._sandbox.network == "egress" else None
+        )
         config = container_config(
-            self._settings, self._sandbox, JobLimits.defaults(self._settings), ""
+            self._settings, self._sandbox, JobLimits.defaults(self._settings), "", access
         )
         added = backoff = False
         try:
@@ -157,7 +167,7 @@ class WarmPool:
                 raise LimitsNotEnforced(refused)
             await self._docker.container_start(container)
             if not self._closed:
-                warm = WarmContainer(container, name, trio.current_time())
+                warm = WarmContainer(container, name, trio.current_time(), access)
                 self._idle[container] = warm
                 added = True
                 metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
@@ -172,6 +182,7 @@ class WarmPool:
                 backoff = True  # an image or limit problem: not again at once
         finally:
             if not added:
+                self._revoke(access)
                 with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
                     await self._remove(name)
         if backoff:
@@ -213,7 +224,12 @@ class WarmPool:
             await trio.sleep(_BROKEN_BACKOFF_S)
         self._wanted.set()
 
+    def _revoke(self, access: EgressAccess | None) -> None:
+        if access is not None and self._egress is not None:
+            self._egress.proxy.revoke(access.token)
+
     async def _retire(self, warm: WarmContainer, reason: str) -> None:
+        self._revoke(warm.egress)
         metrics.pool_replaced.labels(sandbox=self._sandbox.name, reason=reason).inc()
         metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
         await self._remove(warm.id)
@@ -230,6 +246,7 @@ class WarmPool:
         while self._idle:
             _, warm = self._idle.popitem()
             warm.watch.cancel(reason=why)
+            self._revoke(warm.egress)
             await self._remove(warm.id)
         metrics.pool_idle.labels(sandbox=self._sandbox.name).set(0)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -21,6 +22,9 @@ from dsw.errors import (
     NotFound,
 )
 from dsw.sandbox_types import SandboxType
+
+if TYPE_CHECKING:
+    from dsw.egress.network import Egress
 
 # Exits 0 only where the kernel filters the process's system calls (seccomp mode 2).
 _SECCOMP_PROBE = ["sh", "-c", "grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status"]
@@ -62,11 +66,18 @@ async def check_daemon(docker: DockerClient, sandbox: SandboxType) -> None:
         raise NotConfinable("the Docker daemon does not support seccomp: sandboxes need it")
 
 
-async def check_probe(docker: DockerClient, settings: Settings, sandbox: SandboxType) -> None:
+async def check_probe(
+    docker: DockerClient,
+    settings: Settings,
+    sandbox: SandboxType,
+    egress: Egress | None = None,
+) -> None:
     """Create a probe container with the job settings: LimitsNotEnforced if the daemon warns
     that a requested limit would not hold; then check that it stores the type's seccomp profile
     and that a process in it runs under a seccomp filter (NotConfinable otherwise)."""
-    config = container_config(settings, sandbox, JobLimits.defaults(settings), str(uuid.uuid4()))
+    access = egress.access() if egress and sandbox.network == "egress" else None
+    limits = JobLimits.defaults(settings)
+    config = container_config(settings, sandbox, limits, str(uuid.uuid4()), access)
     config["Cmd"] = _SECCOMP_PROBE
     name = f"dsw-probe-{uuid.uuid4()}"
     container, warnings = await docker.container_create(name, config)
@@ -93,6 +104,8 @@ async def check_probe(docker: DockerClient, settings: Settings, sandbox: Sandbox
                 return
         raise NotConfinable(f"a {sandbox.name} container does not run under a seccomp filter")
     finally:
+        if access is not None and egress is not None:
+            egress.proxy.revoke(access.token)
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True):
             await docker.container_remove(container)
 
@@ -112,9 +125,11 @@ def _say_blkio_once(warnings: list[str]) -> None:
         )
 
 
-async def preflight(docker: DockerClient, settings: Settings, sandbox: SandboxType) -> None:
+async def preflight(
+    docker: DockerClient, settings: Settings, sandbox: SandboxType, egress: Egress | None = None
+) -> None:
     await ensure_image(docker, settings, sandbox)
     if not settings.enable_resource_limits:
         log.warning("resource limits are off (WORKER_ENABLE_RESOURCE_LIMITS=false)")
     await check_daemon(docker, sandbox)
-    await check_probe(docker, settings, sandbox)
+    await check_probe(docker, settings, sandbox, egress)

@@ -20,6 +20,8 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+import trio
+
 from dsw.config import Settings
 from dsw.container_spec import (
     HOST_LABEL,
@@ -33,7 +35,8 @@ from dsw.container_spec import (
     pid_namespace,
 )
 from dsw.docker.client import DockerClient
-from dsw.errors import DockerError
+from dsw.egress import filter as packet_filter
+from dsw.errors import Conflict, DockerError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,11 @@ def orphan_reason(
         if in_use_as(container) not in in_use and age_s > _YOUNG_S:
             return "no longer in use: not a job in flight, nor in the warm pool"
         return None
+    return _owner_gone(labels)
+
+
+def _owner_gone(labels: dict[str, str]) -> str | None:
+    """Why the worker that labelled something is gone; None if it may be alive, or elsewhere."""
     # A pid is only checked in the namespace it belongs to: a worker in a container may share
     # the host's name but not its pids.
     same_pids = labels.get(PIDNS_LABEL) == pid_namespace() != ""
@@ -85,6 +93,43 @@ def orphan_reason(
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
             return f"its worker (pid {pid}) is gone"
     return None
+
+
+async def remove_network(docker: DockerClient, name: str, bridge: str) -> None:
+    """Remove an egress network and its filter. The daemon lets go of a removed container's
+    endpoint a moment after the removal answered: a network still busy is tried again; one
+    that stays busy is left to the reaper. The caller sets the deadline."""
+    await packet_filter.remove(bridge)
+    for _ in range(50):
+        try:
+            await docker.network_remove(name)
+            return
+        except Conflict:
+            pass
+        except DockerError as exc:
+            if exc.status != 403:  # "has active endpoints"
+                raise
+        await trio.sleep(0.1)
+    log.warning("egress network %s still has containers; the reaper will remove it", name)
+
+
+async def reap_networks(docker: DockerClient, settings: Settings) -> int:
+    """Remove the egress networks (and their packet filters) of workers that are gone."""
+    removed = 0
+    for network in await docker.networks_list([f"{PROJECT_LABEL}=dsw"]):
+        labels = network.get("Labels") or {}
+        reason = _owner_gone(labels)
+        if labels.get(WORKER_LABEL) == settings.worker_id or reason is None:
+            continue
+        bridge = (network.get("Options") or {}).get("com.docker.network.bridge.name", "")
+        try:
+            await remove_network(docker, str(network["Name"]), bridge)
+        except DockerError as exc:
+            log.warning("reaper could not remove network=%s error=%s", network.get("Name"), exc)
+            continue
+        removed += 1
+        log.info("reaped network=%s reason=%r", network.get("Name"), reason)
+    return removed
 
 
 async def reap(docker: DockerClient, settings: Settings, in_use: Collection[str] = ()) -> int:
@@ -106,4 +151,5 @@ async def reap(docker: DockerClient, settings: Settings, in_use: Collection[str]
             continue
         removed += 1
         log.info("reaped container=%s reason=%r", names, reason)
+    await reap_networks(docker, settings)
     return removed

@@ -14,7 +14,7 @@ import tarfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import trio
@@ -33,6 +33,7 @@ from dsw.container_spec import (
 )
 from dsw.docker.client import DockerClient
 from dsw.errors import (
+    ConfigError,
     Conflict,
     DockerError,
     DockerUnavailable,
@@ -43,6 +44,9 @@ from dsw.errors import (
 from dsw.messages import FinishedWith, validate_job_id
 from dsw.nursery import open_nursery
 from dsw.pool import WarmContainer
+
+if TYPE_CHECKING:
+    from dsw.egress.network import Egress, EgressAccess
 from dsw.reaper import orphan_reason
 from dsw.sandbox_types import SandboxType
 
@@ -105,10 +109,11 @@ async def run_script(
     request: ScriptRequest,
     on_started: Callable[[], None] | None = None,
     warm: WarmContainer | None = None,
+    egress: Egress | None = None,
 ) -> ScriptOutcome:
     """Run one script in a brand-new container and return its outcome once the container is gone
     (see `open_script`)."""
-    async with open_script(docker, settings, request, on_started, warm) as outcome:
+    async with open_script(docker, settings, request, on_started, warm, egress) as outcome:
         return outcome
 
 
@@ -119,11 +124,14 @@ async def open_script(
     request: ScriptRequest,
     on_started: Callable[[], None] | None = None,
     warm: WarmContainer | None = None,
+    egress: Egress | None = None,
 ) -> AsyncIterator[ScriptOutcome]:
     """Run one script in a brand-new container (created now, or `warm`, a pool's container that
     never ran a job) and yield its outcome while the container still exists, so that the caller
     can publish it first; the container is removed when the block ends, whatever happened.
-    `on_started` runs once the script starts (the container's start, or its release).
+    `on_started` runs once the script starts (the container's start, or its release). A type
+    with `network = "egress"` needs `egress`: the container's proxy token is bound to the job
+    when it starts and revoked (its tunnels closed) before the container is removed.
 
     Raises InvalidJobId before touching Docker, LimitsNotEnforced, WarmContainerLost when `warm`
     could not take the job (it is removed; run the job cold), or DockerError when the daemon
@@ -132,17 +140,29 @@ async def open_script(
     """
     name = container_name(request.job_id)
     container: str | None = None
+    access = warm.egress if warm else _access(request, egress)
+
+    def started() -> None:
+        if access is not None and egress is not None:
+            egress.proxy.bind(access.token, request.job_id)
+        if on_started is not None:
+            on_started()
+
     try:
         if warm is None:
-            config = container_config(settings, request.sandbox, request.limits, request.job_id)
+            config = container_config(
+                settings, request.sandbox, request.limits, request.job_id, access
+            )
             with metrics.container_create.time():
                 container = await _create(docker, settings, name, config)
                 await docker.container_put_archive(container, SCRIPT_DIR, job_archive(request))
         else:
             container = warm.id
             await _hand_over(docker, settings, request, container, name)
-        yield await _run(docker, settings, request, container, on_started, warm is not None)
+        yield await _run(docker, settings, request, container, started, warm is not None)
     finally:
+        if access is not None and egress is not None:
+            egress.proxy.revoke(access.token)
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True) as cleanup:
             if container is None:
                 # The create may have happened without its answer reaching us: the name is ours
@@ -153,6 +173,14 @@ async def open_script(
         if cleanup.cancelled_caught:
             log.warning("container removal timed out job=%s container=%s", request.job_id, name)
             metrics.cleanup_failures.inc()
+
+
+def _access(request: ScriptRequest, egress: Egress | None) -> EgressAccess | None:
+    if request.sandbox.network != "egress":
+        return None
+    if egress is None:
+        raise ConfigError(request.sandbox.name, "network = egress needs the worker's egress proxy")
+    return egress.access()
 
 
 async def _hand_over(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -26,7 +27,8 @@ class SandboxType(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     image: str
     script_name: str
     command: tuple[str, ...]
-    network: bool = False
+    # False: none; "egress": only the worker's proxy (dsw.egress); True: Docker's default bridge.
+    network: bool | Literal["egress"] = False
     nuget_config: bool = False
     tmpfs_exec: bool = False
     env: tuple[str, ...] = ("HOME=/home/sandbox",)

@@ -2,17 +2,24 @@
 
 The outcome topics are read without a consumer group, from the moment before the first job is
 published, so no other consumer (the scheduler's group among them) is disturbed. Progress goes to
-stderr (a live table on a terminal, plain lines otherwise); results go to stdout.
+stderr (a live table on a terminal, plain lines otherwise); then each script's output under its
+heading, and a summary. With `--junit`, a JUnit XML report is written at the end, however the wait
+ended: all done, `--timeout`, a broker error, or SIGINT/SIGTERM (then exit 130).
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import os
+import re
+import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
 import msgspec
 import trio
@@ -21,11 +28,13 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from dsw import exit_codes
+from dsw import exit_codes, junit
 from dsw.config import Settings
+from dsw.errors import DswError, InvalidInput
 from dsw.job_files import jobs_from_files
 from dsw.kafka import Kafka, Reader, create_topics, open_kafka, open_reader
 from dsw.messages import Finished, FinishedWith, JobStatus, Running
+from dsw.sandbox_types import load_sandbox_type
 from dsw.terminal import neutralised, write_output
 
 
@@ -35,6 +44,15 @@ class State(enum.Enum):
     DONE = "done"
 
 
+class Ending(enum.Enum):
+    """How the wait for the outcomes ended."""
+
+    DONE = "done"
+    TIMED_OUT = "timed out"
+    INTERRUPTED = "interrupted"
+    BROKER_ERROR = "broker error"
+
+
 @dataclass
 class Submission:
     """One job this command published, and what came back for it."""
@@ -42,7 +60,7 @@ class Submission:
     name: str
     job_id: str
     message: bytes
-    published_at: float = 0.0
+    published_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
     finished: Finished | None = None
@@ -57,7 +75,16 @@ class Submission:
         return self.finished.script_results.finished_with.value
 
     def elapsed_s(self, now: float) -> float:
-        return (self.finished_at or now) - self.published_at
+        return (self.finished_at or now) - (self.published_at or now)
+
+    def run_time_s(self, now: float) -> float:
+        """The run's duration as the worker measured it; else since `running`, else 0."""
+        results = self.finished.script_results if self.finished else None
+        if results is not None and results.duration_seconds is not None:
+            return results.duration_seconds
+        if self.started_at is not None:
+            return (self.finished_at or now) - self.started_at
+        return 0.0
 
 
 @dataclass
@@ -70,6 +97,25 @@ class SubmitOptions:
     wait: bool = True
     json_lines: bool = False
     raw: bool = False
+    junit: Path | None = None
+    suite: str = "dsw"
+
+
+@dataclass
+class _Run:
+    """The submissions, and how their wait went: what the reports are made of."""
+
+    submissions: list[Submission]
+    ending: Ending = Ending.INTERRUPTED  # until the wait says otherwise
+    trouble: str = ""  # the broker error, for BROKER_ERROR
+    timestamp: datetime = field(default_factory=datetime.now)
+    started_at: float = field(default_factory=time.monotonic)
+
+    def published(self) -> list[Submission]:
+        return [s for s in self.submissions if s.published_at is not None]
+
+    def waiting(self) -> int:
+        return sum(s.finished is None for s in self.published())
 
 
 def exit_code(submissions: list[Submission]) -> int:
@@ -84,61 +130,184 @@ def exit_code(submissions: list[Submission]) -> int:
     return exit_codes.SUCCEEDED
 
 
+def script_paths(paths: list[str], settings: Settings, sandbox: str) -> list[str]:
+    """`paths` with each directory replaced by the scripts in it: every file, at any depth, whose
+    name ends in the extension of the sandbox type's script (its sandbox.toml's `script_name`,
+    e.g. `.csx`, `.sh`), sorted; names starting with `.` are skipped, symlinked directories not
+    followed. InvalidInput for a directory that holds none."""
+    found: list[str] = []
+    for path in paths:
+        if path == "-" or not os.path.isdir(path):
+            found.append(path)
+            continue
+        suffix = Path(load_sandbox_type(settings.sandbox_dir, sandbox).script_name).suffix
+        scripts = _scripts_in(path, suffix)
+        if not scripts:
+            raise InvalidInput(
+                f"{path}: no *{suffix} script in this directory (the script extension of "
+                f"{sandbox}; --sandbox TYPE for another type)"
+            )
+        found += scripts
+    return found
+
+
+def _scripts_in(directory: str, suffix: str) -> list[str]:
+    def unreadable(exc: OSError) -> None:
+        raise InvalidInput(f"cannot read {exc.filename}: {exc.strerror}")
+
+    found = []
+    for folder, folders, files in os.walk(directory, onerror=unreadable):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [
+            os.path.join(folder, name)
+            for name in files
+            if name.endswith(suffix) and not name.startswith(".")
+        ]
+    return sorted(found, key=lambda path: Path(os.path.relpath(path, directory)).parts)
+
+
+def _check_report_path(path: Path) -> None:
+    """Before anything is published: the report can be written there (InvalidInput if not)."""
+    folder = path.parent
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidInput(f"--junit {path}: not a file in a writable folder")
+
+
 async def submit(settings: Settings, options: SubmitOptions) -> int:
     """Check every job as the worker would (InvalidInput before anything is published), publish,
-    then wait (unless --no-wait) within options.timeout_s; returns the exit code."""
-    jobs = jobs_from_files(
-        options.paths, settings, nuget_config=options.nuget_config, stdin=options.stdin
+    then wait (unless --no-wait) within options.timeout_s; returns the exit code. SIGINT and
+    SIGTERM cut the publishing or the wait short: what is known is reported, and it returns 130."""
+    async with trio.open_nursery() as nursery:
+        interrupts = _Interrupts()
+        await nursery.start(interrupts.serve)
+        try:
+            code = await _submit(settings, options, interrupts.scope)
+        finally:
+            nursery.cancel_scope.cancel(reason="dsw submit is done")
+    return code
+
+
+async def _submit(settings: Settings, options: SubmitOptions, work: trio.CancelScope) -> int:
+    paths = script_paths(options.paths, settings, options.sandbox)
+    jobs = jobs_from_files(paths, settings, nuget_config=options.nuget_config, stdin=options.stdin)
+    if options.junit is not None:
+        _check_report_path(options.junit)
+    run = _Run(
+        [Submission(job.path, job.accepted.job_id, msgspec.json.encode(job.value)) for job in jobs]
     )
-    submissions = [
-        Submission(
-            name=job.path, job_id=job.accepted.job_id, message=msgspec.json.encode(job.value)
-        )
-        for job in jobs
-    ]
     topic = settings.pending_topic_prefix + options.sandbox
-    async with open_kafka(settings, wait_s=settings.kafka_timeout_s) as kafka:
-        if not options.wait:
+    if not options.wait:
+        return await _publish_only(settings, options, work, topic, run.submissions)
+    with work:
+        try:
+            async with open_kafka(settings, wait_s=settings.kafka_timeout_s) as kafka:
+                outcome_topics = [settings.running_topic, settings.finished_topic]
+                await create_topics(settings.kafka_broker_url, outcome_topics)
+                async with open_reader(kafka, outcome_topics) as reader:
+                    run.timestamp, run.started_at = datetime.now(), time.monotonic()
+                    await _publish_all(kafka, topic, run.submissions)
+                    await _wait_all(settings, options, reader, run)
+        except DswError as exc:
+            run.ending, run.trouble = Ending.BROKER_ERROR, str(exc)
+    return _finish(options, run)
+
+
+async def _publish_only(
+    settings: Settings,
+    options: SubmitOptions,
+    work: trio.CancelScope,
+    topic: str,
+    submissions: list[Submission],
+) -> int:
+    """--no-wait: publish, print the job ids (those published, if interrupted)."""
+    with work:
+        async with open_kafka(settings, wait_s=settings.kafka_timeout_s) as kafka:
             await _publish_all(kafka, topic, submissions)
-            for s in submissions:
-                print(
-                    s.job_id
-                    if not options.json_lines
-                    else json.dumps({"jobId": s.job_id, "path": s.name})
-                )
-            return exit_codes.SUCCEEDED
-        await create_topics(
-            settings.kafka_broker_url, [settings.running_topic, settings.finished_topic]
+    for s in submissions:
+        if s.published_at is not None:
+            line = {"jobId": s.job_id, "path": s.name}
+            print(json.dumps(line) if options.json_lines else s.job_id)
+    if work.cancelled_caught:
+        print("dsw submit: interrupted while publishing", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    return exit_codes.SUCCEEDED
+
+
+def _finish(options: SubmitOptions, run: _Run) -> int:
+    """The JUnit report first (CI needs it most), then the terminal's; the exit code."""
+    report_failed = options.junit is not None and not _write_junit(options, run)
+    _report(options, run)
+    waiting = run.waiting()
+    if run.ending is Ending.INTERRUPTED:
+        unpublished = len(run.submissions) - len(run.published())
+        print(
+            "dsw submit: interrupted"
+            + (f"; {waiting} job(s) had no result yet (they still run)" if waiting else "")
+            + (f"; {unpublished} job(s) not published" if unpublished else ""),
+            file=sys.stderr,
         )
-        outcome_topics = [settings.running_topic, settings.finished_topic]
-        async with open_reader(kafka, outcome_topics) as reader:
-            await _publish_all(kafka, topic, submissions)
-            finished_in_time = await _wait_all(settings, options, reader, submissions)
-    _report(options, submissions)
-    if not finished_in_time:
-        waiting = sum(s.finished is None for s in submissions)
+        return exit_codes.INTERRUPTED
+    if run.ending is Ending.BROKER_ERROR:
+        print(f"dsw: {run.trouble}", file=sys.stderr)
+        return exit_codes.USAGE
+    if run.ending is Ending.TIMED_OUT:
         print(
             f"dsw submit: timed out after {options.timeout_s:g} s waiting for {waiting} job(s)",
             file=sys.stderr,
         )
         return exit_codes.USAGE
-    return exit_code(submissions)
+    return exit_codes.USAGE if report_failed else exit_code(run.submissions)
+
+
+def _write_junit(options: SubmitOptions, run: _Run) -> bool:
+    assert options.junit is not None
+    now = time.monotonic()
+    missing = {
+        Ending.TIMED_OUT: f"no result within {options.timeout_s or 0:g} s",
+        Ending.INTERRUPTED: f"interrupted after {now - run.started_at:.1f} s with no result",
+        Ending.BROKER_ERROR: f"no result: {run.trouble}",
+    }.get(run.ending, "no result")
+    cases = [
+        junit.Case(s.name, options.sandbox, s.job_id, s.finished, s.run_time_s(now), missing)
+        for s in run.published()
+    ]
+    document = junit.report(
+        options.suite, cases, timestamp=run.timestamp, time_s=now - run.started_at
+    )
+    try:
+        junit.write_report(options.junit, document)
+    except OSError as exc:
+        print(f"dsw submit: cannot write the JUnit report {options.junit}: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM cancel `scope` (the publishing and the wait); later ones are ignored,
+    so that the reports are still written."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                self.scope.cancel(reason=f"interrupted by {signal.Signals(signum).name}")
 
 
 async def _publish_all(kafka: Kafka, topic: str, submissions: list[Submission]) -> None:
     for s in submissions:
-        s.published_at = time.monotonic()
         await kafka.publish(topic, s.job_id, s.message)
+        s.published_at = time.monotonic()
 
 
-async def _wait_all(
-    settings: Settings, options: SubmitOptions, reader: Reader, submissions: list[Submission]
-) -> bool:
-    """Follow `running` and `finished` until every job is done; False if the timeout came first."""
-    by_id = {s.job_id: s for s in submissions}
-    progress = _Progress(options, submissions)
-    with progress, trio.move_on_after(options.timeout_s or float("inf")):
-        while any(s.finished is None for s in submissions):
+async def _wait_all(settings: Settings, options: SubmitOptions, reader: Reader, run: _Run) -> None:
+    """Follow `running` and `finished` until every job is done, or the timeout comes first."""
+    by_id = {s.job_id: s for s in run.submissions}
+    progress = _Progress(options, run.submissions)
+    with progress, trio.move_on_after(options.timeout_s or float("inf")) as waiting:
+        while any(s.finished is None for s in run.submissions):
             for record in await reader.take(0.25):
                 submission = by_id.get((record.key or b"").decode(errors="replace"))
                 if submission is None or submission.finished is not None:
@@ -146,8 +315,21 @@ async def _wait_all(
                 _apply(settings, submission, record.topic, record.value or b"")
                 progress.changed(submission)
             progress.refresh()
-        return True
-    return False
+    # Not reached when interrupted: the run's ending stays INTERRUPTED.
+    run.ending = Ending.TIMED_OUT if waiting.cancelled_caught else Ending.DONE
+
+
+def decode_finished(value: bytes) -> Finished:
+    """A `finished` message. msgspec refuses a lone surrogate escape (`\\ud800`), which other
+    writers of JSON produce: the standard library reads those. Raises msgspec.DecodeError."""
+    try:
+        return msgspec.json.decode(value, type=Finished)
+    except msgspec.DecodeError:
+        try:
+            return msgspec.convert(json.loads(value), type=Finished)
+        except (ValueError, RecursionError, msgspec.ValidationError):
+            pass
+        raise
 
 
 def _apply(settings: Settings, submission: Submission, topic: str, value: bytes) -> None:
@@ -157,17 +339,17 @@ def _apply(settings: Settings, submission: Submission, topic: str, value: bytes)
             msgspec.json.decode(value, type=Running)
             submission.state, submission.started_at = State.RUNNING, now
         else:
-            submission.finished = msgspec.json.decode(value, type=Finished)
+            submission.finished = decode_finished(value)
             submission.raw_finished = value
             submission.state, submission.finished_at = State.DONE, now
     except msgspec.DecodeError as exc:
         print(f"dsw submit: unreadable message on {topic}: {exc}", file=sys.stderr)
 
 
-def _console() -> Console:
-    """stderr; wide enough for job ids in logs, where rich would assume 80 columns."""
-    console = Console(stderr=True)
-    return console if console.is_terminal else Console(stderr=True, width=160)
+def _console(file: TextIO | None = None) -> Console:
+    """On stderr (or `file`); wide enough for job ids in logs, where rich would assume 80."""
+    console = Console(file=file or sys.stderr)
+    return console if console.is_terminal else Console(file=file or sys.stderr, width=160)
 
 
 class _Progress:
@@ -226,24 +408,79 @@ def _name(submission: Submission) -> Text:
     return Text(neutralised(submission.name))
 
 
-def _report(options: SubmitOptions, submissions: list[Submission]) -> None:
-    """Each script's output, then a summary table (not with --json)."""
-    if options.json_lines:
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _same_terminal(first: TextIO, second: TextIO) -> bool:
+    try:
+        return (
+            first.isatty()
+            and second.isatty()
+            and os.path.samestat(os.fstat(first.fileno()), os.fstat(second.fileno()))
+        )
+    except (OSError, ValueError):
+        return False
+
+
+class _Output:
+    """Where each script's output goes, in order. Script stdout to stdout, byte for byte; the
+    headings, script stderr and the summary to stderr. When both are one terminal, everything
+    goes through stdout's one stream, so nothing can overtake anything else; else each stream
+    is flushed before the other is written."""
+
+    def __init__(self, raw: bool) -> None:
+        self.raw = raw
+        self.out = sys.stdout
+        self.err = sys.stdout if _same_terminal(sys.stdout, sys.stderr) else sys.stderr
+        self.console = _console(self.err)
+        self._err_at_line_start = True
+
+    def write(self, stream: TextIO, text: str) -> None:
+        if not text:
+            return
+        (self.err if stream is self.out else self.out).flush()
+        # No UTF-8 exists for a lone surrogate (from another writer's JSON): U+FFFD instead.
+        write_output(stream, _SURROGATE.sub("\ufffd", text), self.raw)
+        if stream is self.err:
+            self._err_at_line_start = text.endswith("\n")
+
+    def end_line(self) -> None:
+        """Before a line of ours: flush stdout; end the script's last line if it had no end."""
+        self.out.flush()
+        if not self._err_at_line_start:
+            self.err.write("\n")
+            self._err_at_line_start = True
+
+    def heading(self, title: str, characters: str = "─") -> None:
+        self.end_line()
+        self.console.rule(Text(neutralised(title)), characters=characters, align="left")
+
+    def line(self, text: str) -> None:
+        self.end_line()
+        self.console.print(Text(neutralised(text)))
+
+
+def _report(options: SubmitOptions, run: _Run) -> None:
+    """Each script's heading, stdout, then stderr under a heading of its own; a summary (not with
+    --json)."""
+    if options.json_lines or not run.published():
         return
-    console = _console()
-    for s in submissions:
+    output = _Output(options.raw)
+    for s in run.published():
         results = s.finished.script_results if s.finished else None
-        console.rule(Text(f"{neutralised(s.name)} ({s.outcome()})"))
+        output.heading(f"{s.name} ({s.outcome()})")
         if s.finished and s.finished.rejection_reason:
-            console.print(Text(f"rejected: {neutralised(s.finished.rejection_reason)}"))
+            output.line(f"rejected: {s.finished.rejection_reason}")
         if results:
-            # In order: each stream flushed before the next heading is written.
-            write_output(sys.stdout, results.stdout, options.raw)
-            write_output(sys.stderr, results.stderr, options.raw)
+            output.write(output.out, results.stdout)
+            if results.stderr:
+                output.heading(f"{s.name}: stderr", characters="╌")
+                output.write(output.err, results.stderr)
+    output.end_line()
     summary = Table(title="summary")
     for column in ("script", "job id", "outcome", "exit code", "duration"):
         summary.add_column(column)
-    for s in submissions:
+    for s in run.published():
         results = s.finished.script_results if s.finished else None
         summary.add_row(
             _name(s),
@@ -254,4 +491,4 @@ def _report(options: SubmitOptions, submissions: list[Submission]) -> None:
             if results is None or results.duration_seconds is None
             else f"{results.duration_seconds:.2f}s",
         )
-    console.print(summary)
+    output.console.print(summary)

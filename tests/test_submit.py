@@ -1,8 +1,11 @@
-"""`dsw submit` against a real worker: exit codes, --json, --no-wait, --timeout, plain progress."""
+"""`dsw submit` against a real worker: exit codes, --json, --no-wait, --timeout, plain progress,
+JUnit reports, signals, directories, and the order of what a terminal shows."""
 
 from __future__ import annotations
 
+import functools
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +21,7 @@ from dsw.kafka import Kafka
 from tests.conftest import TEST_SCRIPTS, configure
 from tests.terminals import run_on_terminal
 from tests.test_cli_run import HOSTILE
+from tests.test_junit import read_report
 from tests.workers import free_port, run_dsw, run_worker, worker_settings
 
 SHELL = "linux-amd64-shell"
@@ -142,3 +146,186 @@ async def test_output_and_names_on_a_terminal_are_shown_as_text(
     assert b"\x1b[2J" not in shown
     assert b"title\\x1b]0;pwned\\x07" in shown
     assert b"[red]odd.sh" in shown  # the name as it is, not rich markup
+
+
+# Under the ws worker's 200 bytes: NUL, invalid UTF-8, a CDATA end, escape codes, on both streams.
+HOSTILE_OUTPUT = (
+    "printf 'nul\\000 bad\\377 ]]> cdata \\033[31mred\\033]0;t\\007\\n'\n"
+    "printf 'err\\000\\033[2J]]>' >&2\nexit 1\n"
+)
+
+
+async def test_junit_report_of_every_outcome(ws: Settings, tmp_path: Path) -> None:
+    ok = write(tmp_path, "ok.sh", "echo ok\n")
+    failing = write(tmp_path, "failing.sh", "echo oops >&2; exit 3\n")
+    slow = write(tmp_path, "slow.sh", "sleep 60\n")
+    too_large = write(tmp_path, "large.sh", "echo " + "x" * 300 + "\n")
+    hostile = write(tmp_path, "hostile.sh", HOSTILE_OUTPUT)
+    report = tmp_path / "report.xml"
+    paths = [ok, failing, slow, too_large, hostile]
+    args = ["--sandbox", SHELL, "--junit", str(report), "--suite", "ci"]
+    result = await dsw_submit(ws, *paths, *args)
+    assert result.returncode == 3, result.stderr
+    # The pipe still gets the scripts' stdout alone, in order, as the worker sent it.
+    assert result.stdout == b"ok\n" + "nul\0 bad\ufffd ]]> cdata \x1b[31mred\x1b]0;t\x07\n".encode()
+
+    suite = read_report(report)
+    assert (suite.name, suite.tests, suite.failures, suite.errors) == ("ci", 5, 3, 1)
+    cases = {case.name: case for case in suite}
+    assert list(cases) == paths
+    assert {case.classname for case in suite} == {SHELL}
+    assert cases[ok].is_passed
+    assert cases[ok].system_out == "ok\n"
+    [failure] = cases[failing].result
+    assert (failure.type, failure.message) == ("FAILED", "FAILED with exit code 3")
+    assert cases[failing].system_err == "oops\n"
+    [limit] = cases[slow].result
+    assert limit.type == "TIME_LIMIT_EXCEEDED"
+    assert 2.5 < (cases[slow].time or 0) < 10
+    assert "time limit" in (cases[slow].system_err or "")
+    [rejected] = cases[too_large].result
+    assert rejected.type == "REJECTED"
+    assert "200" in (rejected.message or "")
+    assert cases[too_large].time == 0
+    assert cases[hostile].system_out == (
+        "nul\\x00 bad\ufffd ]]> cdata \\x1b[31mred\\x1b]0;t\\x07\n"
+    )
+    assert cases[hostile].system_err == "err\\x00\\x1b[2J]]>"
+    assert cases[hostile].result[0].message == "FAILED with exit code 1"
+
+
+async def test_the_report_is_written_when_the_wait_times_out(
+    kafka: Kafka, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    ws = worker_settings(settings, topic_prefix)  # no worker serves these topics
+    script = write(tmp_path, "nobody.sh", "echo\n")
+    report = tmp_path / "report.xml"
+    report.write_text("an old report")
+    args = ["--sandbox", SHELL, "--timeout", "3", "--junit", str(report)]
+    result = await dsw_submit(ws, script, *args)
+    assert result.returncode == 2
+    [case] = list(read_report(report))
+    [error] = case.result
+    assert (error.type, error.message) == ("NO_RESULT", "no result within 3 s")
+    assert case.name == script
+
+
+async def test_a_report_that_cannot_be_written_is_refused_before_publishing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    script = write(tmp_path, "job.sh", "echo\n")
+    for report in (tmp_path / "missing" / "report.xml", tmp_path):
+        result = await dsw_submit(settings, script, "--junit", str(report))
+        assert result.returncode == 2
+        assert b"not a file in a writable folder" in result.stderr
+    result = await dsw_submit(settings, script, "--junit", str(tmp_path / "r.xml"), "--no-wait")
+    assert result.returncode == 2
+    assert b"--junit needs the wait" in result.stderr
+
+
+async def wait_for(stream: trio.abc.ReceiveStream, seen: bytearray, what: bytes) -> None:
+    with trio.fail_after(60):
+        while what not in seen:
+            chunk = await stream.receive_some()
+            assert chunk, f"ended before {what!r}: {seen.decode(errors='replace')}"
+            seen += chunk
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_while_waiting_writes_what_is_known_and_exits_130(
+    ws: Settings, tmp_path: Path, signum: int
+) -> None:
+    ok = write(tmp_path, "ok.sh", "echo ok\n")
+    slow = write(tmp_path, "slow.sh", "sleep 60\n")  # stopped by the worker after 3 s
+    report = tmp_path / "report.xml"
+    argv = [sys.executable, "-m", "dsw", "submit", ok, slow, "--sandbox", SHELL]
+    start = functools.partial(
+        trio.run_process,
+        [*argv, "--junit", str(report)],
+        env=environment_of(ws),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        check=False,
+    )
+    seen = bytearray()
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(start)
+        assert process.stderr is not None
+        assert process.stdout is not None
+        await wait_for(process.stderr, seen, b"SUCCEEDED")  # ok.sh is done, slow.sh is not
+        process.send_signal(signum)
+        await wait_for(process.stderr, seen, b"interrupted")
+        with trio.fail_after(60):
+            async for chunk in process.stderr:
+                seen += chunk
+            stdout = b"".join([chunk async for chunk in process.stdout])
+            assert await process.wait() == 130
+    assert b"Traceback" not in seen
+    assert b"dsw submit: interrupted; 1 job(s) had no result yet (they still run)\n" in seen
+    assert stdout == b"ok\n"
+    suite = read_report(report)
+    assert (suite.tests, suite.failures, suite.errors) == (2, 0, 1)
+    passed, cut = list(suite)
+    assert passed.is_passed
+    [error] = cut.result
+    assert error.type == "NO_RESULT"
+    assert (error.message or "").startswith("interrupted after ")
+
+
+async def test_a_directory_is_every_script_in_it_sorted(ws: Settings, tmp_path: Path) -> None:
+    scripts = tmp_path / "scripts"
+    for name in ("b.sh", "a.sh", "sub/c.sh", "sub/.hidden.sh", ".git/x.sh", "notes.txt"):
+        (scripts / name).parent.mkdir(parents=True, exist_ok=True)
+        (scripts / name).write_text(f"echo {name}\n")
+    report = tmp_path / "report.xml"
+    result = await dsw_submit(ws, f"{scripts}/", "--sandbox", SHELL, "--junit", str(report))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"a.sh\nb.sh\nsub/c.sh\n"
+    names = [case.name for case in read_report(report)]
+    assert names == [f"{scripts}/a.sh", f"{scripts}/b.sh", f"{scripts}/sub/c.sh"]
+
+
+async def test_a_directory_without_scripts_exits_2(settings: Settings, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = await dsw_submit(settings, str(empty), "--sandbox", SHELL)
+    assert result.returncode == 2
+    assert f"{empty}: no *.sh script in this directory".encode() in result.stderr
+    assert b"Traceback" not in result.stderr
+    (empty / "job.sh").write_text("echo\n")
+    # Without --sandbox, the default type (here linux-amd64-mono) takes its own extension.
+    result = await dsw_submit(settings, str(empty))
+    assert result.returncode == 2
+    assert b"no *.csx script" in result.stderr
+
+
+async def test_pipes_get_stdout_alone_and_headings_in_order_on_stderr(
+    ws: Settings, tmp_path: Path
+) -> None:
+    one = write(tmp_path, "one.sh", "echo out-one; echo err-one >&2; printf no-end\n")
+    two = write(tmp_path, "two.sh", "printf out-two; printf err-two >&2\n")
+    result = await dsw_submit(ws, one, two, "--sandbox", SHELL)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"out-one\nno-endout-two"
+    shown = result.stderr
+    order = [b"one.sh (SUCCEEDED)", b"one.sh: stderr", b"err-one\n", b"two.sh (SUCCEEDED)"]
+    order += [b"two.sh: stderr", b"err-two\n", b"summary"]
+    positions = [shown.index(marker) for marker in order]
+    assert positions == sorted(positions), shown.decode()
+
+
+async def test_on_a_terminal_each_script_output_follows_its_own_heading(
+    ws: Settings, tmp_path: Path
+) -> None:
+    one = write(tmp_path, "one.sh", "echo out-one; echo err-one >&2; printf no-end-one\n")
+    two = write(tmp_path, "two.sh", "printf out-two; printf err-two >&2\n")
+    three = write(tmp_path, "three.sh", "echo out-three\n")
+    argv = [sys.executable, "-m", "dsw", "submit", one, two, three, "--sandbox", SHELL]
+    code, shown = await run_on_terminal(argv, {**environment_of(ws), "COLUMNS": "250"})
+    assert code == 0, shown
+    order = [b"one.sh (SUCCEEDED)", b"out-one", b"no-end-one\r\n", b"one.sh: stderr", b"err-one"]
+    order += [b"two.sh (SUCCEEDED)", b"out-two\r\n", b"two.sh: stderr", b"err-two\r\n"]
+    order += [b"three.sh (SUCCEEDED)", b"out-three", b"summary"]
+    positions = [shown.index(marker) for marker in order]
+    assert positions == sorted(positions), shown.decode(errors="replace")
+    assert b"three.sh: stderr" not in shown

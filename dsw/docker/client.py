@@ -370,6 +370,30 @@ class DockerClient:
         except NotFound:
             pass
 
+    # -- networks --------------------------------------------------------------------------
+
+    async def network_create(self, config: Json) -> str:
+        """Create a network; its id. Conflict if the name is taken."""
+        result = await self._json("POST", "/networks/create", json=config)
+        return str(result["Id"])
+
+    async def network_inspect(self, network: str) -> Json:
+        result: Json = await self._json("GET", f"/networks/{quote(network, safe='')}")
+        return result
+
+    async def network_remove(self, network: str) -> None:
+        """Remove a network; a missing one is not an error."""
+        try:
+            await self._request("DELETE", f"/networks/{quote(network, safe='')}")
+        except NotFound:
+            pass
+
+    async def networks_list(self, labels: list[str]) -> list[Json]:
+        result: list[Json] = await self._json(
+            "GET", "/networks", params={"filters": json.dumps({"label": labels})}
+        )
+        return result
+
     async def containers_list(self, labels: list[str] | None = None, name: str = "") -> list[Json]:
         filters: dict[str, list[str]] = {}
         if labels:
@@ -385,7 +409,7 @@ class DockerClient:
 def endpoint_of(method: str, path: str) -> str:
     """ "POST /containers/{id}/start": the endpoint without ids, for errors and metric labels."""
     path = path.split("?")[0]
-    path = re.sub(r"^/(containers|images)/(?!json$|create$)[^/]+", r"/\1/{id}", path)
+    path = re.sub(r"^/(containers|images|networks)/(?!json$|create$)[^/]+", r"/\1/{id}", path)
     return f"{method} {path}"
 
 

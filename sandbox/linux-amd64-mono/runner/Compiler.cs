@@ -3,6 +3,7 @@
 
 using System;
 using System.Collections.Generic;
+using System.IO;
 using System.Text;
 using Mono.CSharp;
 
@@ -43,36 +44,55 @@ namespace Dsw
         // Thrown after the compiler's errors are printed: nothing more is compiled.
         sealed class ScriptFailed : Exception { }
 
-        readonly CsxScript script;
+        readonly CompilerSettings settings;
         readonly CsxReportPrinter printer;
         readonly Evaluator evaluator;
+        CsxScript script;
 
         // main.csx lines of the compiled methods; null when Mono.CSharp is not the one
         // LineNumbers knows.
         public readonly LineNumbers Lines;
 
-        public ScriptCompiler(string fileName, CsxScript script)
+        // An evaluator for fileName whose compile errors go to errors; Prepare, then Compile.
+        public ScriptCompiler(string fileName, TextWriter errors)
         {
-            this.script = script;
-            printer = new CsxReportPrinter(fileName, Console.Error);
-            var settings = new CompilerSettings();
+            printer = new CsxReportPrinter(fileName, errors);
+            settings = new CompilerSettings();
             settings.Version = LanguageVersion.Latest;
             settings.TabSize = CsxReportPrinter.TabSize;
             settings.Unsafe = true;
-            foreach (var symbol in script.DefinedSymbols) settings.AddConditionalSymbol(symbol);
             var context = new CompilerContext(settings, printer);
             evaluator = new Evaluator(context);
             evaluator.WaitOnTask = false; // the runner awaits the script's Task itself
             Lines = LineNumbers.Attach(evaluator, context, fileName);
         }
 
-        // The statements ready to run, or null after printing the compile errors.
-        public List<CompiledStatement> Compile()
+        // What needs no script: the references and the default usings. False after
+        // printing the errors (none are expected).
+        public bool Prepare()
         {
             try
             {
                 ReferenceAssemblies();
                 EvalDefaultUsings();
+                return true;
+            }
+            catch (ScriptFailed)
+            {
+                return false;
+            }
+        }
+
+        // The statements of a prepared compiler's script, ready to run, or null after
+        // printing the compile errors.
+        public List<CompiledStatement> Compile(CsxScript script)
+        {
+            this.script = script;
+            // The tokenizer asks the settings at every #if, so symbols may come after Prepare.
+            foreach (var symbol in script.DefinedSymbols) settings.AddConditionalSymbol(symbol);
+            try
+            {
+                ReferenceScriptAssemblies();
                 EvalDeclarations();
                 return CompileStatements();
             }
@@ -88,9 +108,12 @@ namespace Dsw
             evaluator.ReferenceAssembly(typeof(ScriptGlobals).Assembly);
             evaluator.InteractiveBaseClass = typeof(ScriptGlobals);
             FailOnErrors();
+        }
 
-            // `#r "Assembly"` lines: load the named assembly (from Mono's GAC), unless
-            // it is referenced already.
+        // `#r "Assembly"` lines: load the named assembly (from Mono's GAC), unless it is
+        // referenced already.
+        void ReferenceScriptAssemblies()
+        {
             var referenced = new HashSet<string>(StringComparer.OrdinalIgnoreCase) {
                 "mscorlib", "System", "System.Core", "System.Xml", "Microsoft.CSharp",
             };

@@ -14,19 +14,31 @@ namespace Dsw
     {
         public static int Main(string[] argv)
         {
-            SetUpConsole();
-            if (argv.Length < 1 || argv[0].Length == 0)
+            SetUpOutput();
+            bool waiting = argv.Length > 0 && argv[0] == WaitingMode.Option;
+            int at = waiting ? 1 : 0; // the script path
+            if (argv.Length <= at || argv[at].Length == 0)
             {
-                Console.Error.WriteLine("usage: csx-runner.exe SCRIPT.csx [--] [ARGS...]");
+                SetUpInput();
+                Console.Error.WriteLine("usage: csx-runner.exe [{0}] SCRIPT.csx [--] [ARGS...]", WaitingMode.Option);
                 return 64;
             }
-            string path = argv[0];
-            ScriptGlobals.SetArgs(ScriptArguments(argv));
+            string path = argv[at];
+            ScriptGlobals.SetArgs(ScriptArguments(argv, at + 1));
+            if (waiting) return WaitingMode.Run(path);
+            SetUpInput();
+            return RunFile(path, null);
+        }
+
+        // Reads, loads, compiles and runs the script at path, with a compiler prepared
+        // for it or, when null, one of its own made after the script has loaded.
+        public static int RunFile(string path, ScriptCompiler prepared)
+        {
             string source;
             if (!ReadScript(path, out source)) return 1;
             try
             {
-                return Run(Path.GetFileName(path), source);
+                return Run(Path.GetFileName(path), source, prepared);
             }
             catch (Exception e)
             {
@@ -36,34 +48,49 @@ namespace Dsw
             }
         }
 
+        // A compiler with its references and default usings, its errors on stderr; null
+        // after printing them.
+        public static ScriptCompiler PrepareCompiler(string fileName)
+        {
+            var compiler = new ScriptCompiler(fileName, Console.Error);
+            return compiler.Prepare() ? compiler : null;
+        }
+
         // Load, compile, run: a step that fails has printed why.
-        static int Run(string fileName, string source)
+        static int Run(string fileName, string source, ScriptCompiler compiler)
         {
             CsxScript script = Load(fileName, source);
             if (script == null) return 1;
-            var compiler = new ScriptCompiler(fileName, script);
-            List<CompiledStatement> statements = compiler.Compile();
+            if (compiler == null) compiler = PrepareCompiler(fileName);
+            if (compiler == null) return 1;
+            List<CompiledStatement> statements = compiler.Compile(script);
             if (statements == null) return 1;
             return RunStatements(statements, compiler.Lines, fileName);
         }
 
-        static void SetUpConsole()
+        static void SetUpOutput()
         {
             var utf8 = new UTF8Encoding(false);
             var stdout = new StreamWriter(Console.OpenStandardOutput(), utf8) { AutoFlush = true };
             var stderr = new StreamWriter(Console.OpenStandardError(), utf8) { AutoFlush = true };
             Console.SetOut(TextWriter.Synchronized(stdout));
             Console.SetError(TextWriter.Synchronized(stderr));
+        }
+
+        // Console.In reads the process's standard input as UTF-8.
+        public static void SetUpInput()
+        {
+            var utf8 = new UTF8Encoding(false);
             Console.SetIn(TextReader.Synchronized(new StreamReader(Console.OpenStandardInput(), utf8, false)));
         }
 
-        // The arguments after the script path, without a leading `--`.
-        static IList<string> ScriptArguments(string[] argv)
+        // The arguments from argv[first] on, without a leading `--`.
+        static IList<string> ScriptArguments(string[] argv, int first)
         {
             var scriptArgs = new List<string>();
-            for (int k = 1; k < argv.Length; k++)
+            for (int k = first; k < argv.Length; k++)
             {
-                if (k == 1 && argv[k] == "--") continue;
+                if (k == first && argv[k] == "--") continue;
                 scriptArgs.Add(argv[k]);
             }
             return scriptArgs.AsReadOnly();
@@ -94,19 +121,11 @@ namespace Dsw
         }
 
         // Runs the statements in order: 0, or 1 after reporting an unhandled exception.
-        static int RunStatements(List<CompiledStatement> statements, LineNumbers lines, string fileName)
+        public static int RunStatements(List<CompiledStatement> statements, LineNumbers lines, string fileName)
         {
             try
             {
-                foreach (var statement in statements)
-                {
-                    object result = null;
-                    statement.Method(ref result);
-                    // A statement with await is compiled into an async method whose
-                    // Task comes back as the result: it completes before the next one.
-                    var task = result as Task;
-                    if (statement.HasAwait && task != null) task.GetAwaiter().GetResult();
-                }
+                foreach (var statement in statements) RunStatement(statement);
             }
             catch (Exception e)
             {
@@ -114,6 +133,16 @@ namespace Dsw
                 return 1;
             }
             return 0;
+        }
+
+        public static void RunStatement(CompiledStatement statement)
+        {
+            object result = null;
+            statement.Method(ref result);
+            // A statement with await is compiled into an async method whose Task comes
+            // back as the result: it completes before the next statement runs.
+            var task = result as Task;
+            if (statement.HasAwait && task != null) task.GetAwaiter().GetResult();
         }
     }
 }

@@ -1,0 +1,208 @@
+"""`network = "egress"` against the real daemon: a sandbox's only way out is the worker's proxy.
+
+A sandbox type of the tests' own (the shell image, `network = "egress"`) and a small HTTP server of
+the test's on this machine, listed in WORKER_EGRESS_ALLOW as `127.0.0.1:<port>`. Only ever
+addresses on this machine are targeted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from dsw.config import Settings
+from dsw.docker import DockerClient
+from dsw.kafka import Kafka
+from dsw.messages import FinishedWith
+from tests.conftest import configure
+from tests.test_worker import count_finished, finished_of, stop
+from tests.workers import free_port, job, read_until, run_dsw, run_worker, worker_settings
+
+EGRESS = "test-egress"
+
+# Asks for each target through the proxy (plain HTTP, the credentials from $http_proxy), then
+# connects directly, bypassing the proxy; one line each, with the time it took.
+CLIENT = r"""
+proxy=${http_proxy#http://}; auth=$(printf %s "${proxy%%@*}" | base64 -w0); at=${proxy#*@}
+gateway=${at%:*}
+ms() { echo $(( ($(date +%s%N) - $1) / 1000000 ))ms; }
+through() {
+    t=$(date +%s%N)
+    answer=$(perl -MIO::Socket::INET -e '
+        my ($proxy, $auth, $target) = @ARGV;
+        my $s = IO::Socket::INET->new(PeerAddr => $proxy, Timeout => 5) or die "no proxy: $!\n";
+        print $s "GET http://$target/ HTTP/1.1\r\nHost: $target\r\n"
+            . "Proxy-Authorization: Basic $auth\r\nConnection: close\r\n\r\n";
+        local $/; my $answer = <$s> // ""; my ($status) = $answer =~ /^HTTP\/1\.1 (\d+)/;
+        my ($body) = $answer =~ /\r\n\r\n(.*)\z/s;
+        printf "%s %s", $status // "none", ($body // "") =~ s/\s+/ /gr;
+    ' "$at" "$auth" "$1")
+    set -- "$1" "$answer"
+    echo "through $1 ${2%% *} $(ms "$t") ${2#* }"
+}
+direct() {
+    t=$(date +%s%N)
+    verdict=$(perl -MIO::Socket::INET -e '
+        print IO::Socket::INET->new(PeerAddr => $ARGV[0], Timeout => 10) ? "connected" : "failed";
+    ' "$1")
+    echo "direct $1 $verdict $(ms "$t")"
+}
+"""
+
+
+def egress_sandbox_dir(settings: Settings, root: Path) -> str:
+    """The checkout's sandbox types plus test-egress: the shell image with network = egress."""
+    shutil.copytree(settings.sandbox_dir, root / "sandbox")
+    shell = (root / "sandbox" / "linux-amd64-shell" / "sandbox.toml").read_text()
+    (root / "sandbox" / EGRESS).mkdir()
+    (root / "sandbox" / EGRESS / "sandbox.toml").write_text(
+        shell.replace("network = false", 'network = "egress"')
+    )
+    return str(root / "sandbox")
+
+
+async def serve_hello(
+    port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """An HTTP server of the test's on every address of this machine."""
+
+    async def answer(stream: trio.SocketStream) -> None:
+        try:
+            await stream.receive_some(65536)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\nhello egress")
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            with trio.move_on_after(1, shield=True):
+                await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host="0.0.0.0")
+    task_status.started()
+    await trio.serve_listeners(answer, listeners)
+
+
+@pytest.fixture
+async def hello_port() -> AsyncIterator[int]:
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_hello, port)
+        yield port
+        nursery.cancel_scope.cancel()
+
+
+def docker0_address() -> str:
+    """The host's address on Docker's default bridge."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("172.17.0.1", 9))  # no packet is sent: only the route is looked up
+        return str(probe.getsockname()[0])
+
+
+def lines_of(stdout: str) -> dict[str, list[str]]:
+    return {" ".join(line.split()[:2]): line.split()[2:] for line in stdout.splitlines() if line}
+
+
+def script_for(port: int) -> str:
+    bridge = docker0_address()
+    return (
+        CLIENT
+        + f"through 127.0.0.1:{port}\n"  # listed: reachable
+        + f"through 127.0.0.1:{port + 1}\n"  # loopback, not listed
+        + f"through localhost:{port}\n"  # a name that resolves to loopback
+        + f"through {bridge}:{port}\n"  # the host's bridge address
+        + "through 169.254.169.254:80\n"  # the metadata address
+        + f'direct "$gateway:{port}"\n'  # the host, bypassing the proxy
+        + f"direct {bridge}:{port}\n"  # past the host, bypassing the proxy
+    )
+
+
+def check_answers(stdout: str, port: int) -> None:
+    seen = lines_of(stdout)
+    bridge = docker0_address()
+    assert seen[f"through 127.0.0.1:{port}"][0] == "200"
+    assert seen[f"through 127.0.0.1:{port}"][-2:] == ["hello", "egress"]
+    for refused in (f"127.0.0.1:{port + 1}", f"localhost:{port}", f"{bridge}:{port}"):
+        status, elapsed, *reason = seen[f"through {refused}"]
+        assert status == "403", refused
+        assert int(elapsed.removesuffix("ms")) < 5000, refused  # not a 10 s hang
+        assert "dsw egress" in " ".join(reason)
+    assert seen["through 169.254.169.254:80"][0] == "403"
+    directs = {key: value for key, value in seen.items() if key.startswith("direct")}
+    assert len(directs) == 2
+    for key, (verdict, elapsed) in directs.items():
+        assert verdict == "failed", key
+        assert int(elapsed.removesuffix("ms")) < 5000, key  # refused, not a 10 s hang
+
+
+async def test_a_job_reaches_only_what_the_proxy_allows(
+    docker: DockerClient,
+    kafka: Kafka,
+    settings: Settings,
+    topic_prefix: str,
+    hello_port: int,
+    tmp_path: Path,
+) -> None:
+    ws = worker_settings(
+        settings,
+        topic_prefix,
+        sandbox_dir=egress_sandbox_dir(settings, tmp_path),
+        runner_types=(EGRESS,),
+        egress_allow=(f"127.0.0.1:{hello_port}",),
+    )
+    job_id, body = job(script_for(hello_port))
+    started = time.monotonic()
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{EGRESS}", job_id, body)
+        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 1))
+        await stop(worker)
+    results = finished_of(records, ws)[job_id]["scriptResults"]
+    assert results["finishedWith"] == "SUCCEEDED", results["stderr"]
+    check_answers(results["stdout"], hello_port)
+    assert time.monotonic() - started < 60
+    refusals = [line for line in worker.output.splitlines() if "refused" in line and job_id in line]
+    assert len(refusals) >= 4  # each refusal logged with the job id
+    assert "egress network=" in worker.output
+
+
+async def test_dsw_run_serves_the_same_proxy(
+    docker: DockerClient, settings: Settings, hello_port: int, tmp_path: Path
+) -> None:
+    local = configure(
+        settings,
+        sandbox_dir=egress_sandbox_dir(settings, tmp_path),
+        egress_allow=(f"127.0.0.1:{hello_port}",),
+    )
+    (tmp_path / "client.sh").write_text(script_for(hello_port))
+    result = await run_dsw(local, "run", str(tmp_path / "client.sh"), "--sandbox", EGRESS)
+    assert result.returncode == 0, result.stderr
+    check_answers(result.stdout.decode(), hello_port)
+    assert b"refused" in result.stderr
+
+
+async def test_the_network_and_its_filter_go_with_the_worker(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    ws = worker_settings(
+        settings,
+        topic_prefix,
+        sandbox_dir=egress_sandbox_dir(settings, tmp_path),
+        runner_types=(EGRESS,),
+    )
+    async with run_worker(ws) as worker:
+        job_id, body = job("echo up\n")
+        await kafka.publish(f"{topic_prefix}pending-{EGRESS}", job_id, body)
+        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 1))
+        networks = await docker.networks_list([f"dsw.worker={worker.settings.worker_id}"])
+        assert [n["Internal"] for n in networks] == [True]
+        await stop(worker)
+    assert finished_of(records, ws)[job_id]["scriptResults"]["finishedWith"] == (
+        FinishedWith.SUCCEEDED.value
+    )
+    assert await docker.networks_list([f"dsw.worker={worker.settings.worker_id}"]) == []
+    rules = await trio.run_process(["iptables", "-S"], capture_stdout=True)
+    assert b"DSW-dsweg" not in rules.stdout
