@@ -29,6 +29,7 @@ from benchmarks.worker import (
     Topics,
     api_calls,
     job_value,
+    mean_in_flight,
     overlaps,
     read_trace,
     scrape,
@@ -183,6 +184,7 @@ class Cases:
             api=api_calls(calls, n),
             handover_overlaps=overlaps(calls),
             slot_gaps_ms=slot_gaps(calls) if kind == COLD and not alone else [],
+            mean_in_flight=mean_in_flight(calls) if kind == COLD and not alone else math.nan,
             window=[since, until],
         )
 

@@ -131,6 +131,7 @@ async def at_capacity(cases: Cases, daemon: Daemon) -> dict[str, Any]:
         summary[name]["pool"] = _sum_of(r[name]["pool"] for r in rounds)
         summary[name]["api"] = _api_of([r[name]["api"] for r in rounds])
         summary[name]["slot_gaps_ms"] = [g for r in rounds for g in r[name]["slot_gaps_ms"]]
+        summary[name]["mean_in_flight"] = median([r[name]["mean_in_flight"] for r in rounds])
         summary[name]["ratio_to_raw"] = _ratios(rounds, name, "raw")
     summary[WARM]["jobs_per_s_with_refill"] = median(
         [r[WARM]["jobs_per_s_with_refill"] for r in rounds]

@@ -280,7 +280,8 @@ def tables(result: dict[str, Any]) -> tuple[str, list[Section], list[str]]:
         notes.append(
             f"worker cold at capacity, a freed slot to the next job's create: p50 "
             f"{percentile(gaps, 50):.0f} ms, p90 {percentile(gaps, 90):.0f} ms (n={len(gaps)}; "
-            "the raw client's limiter hands a slot on at once)"
+            "the raw client's limiter hands a slot on at once); containers alive on average "
+            f"{load['cold']['mean_in_flight']:.2f} of {result['params']['capacity']}"
         )
     notes.append(
         f"warm at capacity with its refill: {load['warm']['jobs_per_s_with_refill']:.2f} jobs/s "

@@ -202,6 +202,22 @@ def slot_gaps(calls: list[dict[str, Any]]) -> list[float]:
     return gaps
 
 
+def mean_in_flight(calls: list[dict[str, Any]]) -> float:
+    """The mean number of the worker's containers alive (create sent, removal not yet answered)
+    from its first create to its last removal: C when no slot ever waits."""
+    events = sorted(
+        [(c["at"], 1) for c in calls if c["call"] == "POST /containers/create"]
+        + [(c["at"] + c["s"], -1) for c in calls if c["call"] == "DELETE /containers/{id}"]
+    )
+    if len(events) < 2 or events[-1][0] <= events[0][0]:
+        return float("nan")
+    alive, area, last = 0, 0.0, events[0][0]
+    for at, change in events:
+        area += alive * (at - last)
+        alive, last = alive + change, at
+    return float(area / (events[-1][0] - events[0][0]))
+
+
 def overlaps(calls: list[dict[str, Any]]) -> dict[str, list[float]]:
     """The ms of each upload of a job's files, apart by whether a create, start or removal of
     the same worker ran at the same time."""
