@@ -249,7 +249,31 @@ if [ -n "$stop_signal" ]; then
     exit 0
 fi
 
-# ---- 5. the worker --------------------------------------------------------------------------------
+# ---- 5. the egress network ------------------------------------------------------------------------
+# Types with network = "egress" reach only the worker's proxy, on an internal network whose filter
+# (iptables, root's) lets its sandboxes reach that port and nothing else. The worker runs without
+# capabilities, so the network and its filter are made here and named to it.
+if [ -z "${WORKER_EGRESS_NETWORK:-}" ] && "$python" "$helper" egress; then
+    if [ "$network_mode" = isolated ]; then
+        log warning "network = egress types need the worker beside dockerd's network:" \
+            "give the container a network of its own (DSW_DIND_NETWORK=container)"
+    else
+        egress_port=${WORKER_EGRESS_PROXY_PORT:-0}
+        [ "$egress_port" != 0 ] || egress_port=3128
+        docker network rm dsw-egress >/dev/null 2>&1 || true
+        step docker network create --internal --label dsw.project=dsw \
+            -o com.docker.network.bridge.name=dsw-egress0 \
+            -o com.docker.network.bridge.enable_icc=false dsw-egress >/dev/null \
+            || die "could not create the egress network dsw-egress"
+        gateway=$(docker network inspect -f '{{(index .IPAM.Config 0).Gateway}}' dsw-egress)
+        step "$python" -m dsw.egress.filter up dsw-egress0 "$gateway" "$egress_port" \
+            || die "could not filter the egress network (iptables)"
+        export WORKER_EGRESS_NETWORK=dsw-egress WORKER_EGRESS_PROXY_PORT=$egress_port
+        log info "egress network dsw-egress, proxy at $gateway:$egress_port"
+    fi
+fi
+
+# ---- 6. the worker --------------------------------------------------------------------------------
 [ $# -gt 0 ] || set -- dsw worker
 export WORKER_DOCKER_HOST=$DOCKER_HOST
 if [ "$run_as" = root ]; then

@@ -66,11 +66,23 @@ def build(name: str, options: list[str]) -> None:
     os.execvp(argv[0], argv)
 
 
+def egress() -> int:
+    """Exit 0 if a served sandbox type has network = "egress"."""
+    from dsw.config import load_settings
+    from dsw.sandbox_types import load_sandbox_types
+
+    settings = load_settings()
+    served = load_sandbox_types(settings.sandbox_dir, settings.runner_types).values()
+    return 0 if any(sandbox.network == "egress" for sandbox in served) else 1
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["limits"]:
         limits(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "true")
     elif sys.argv[1:2] == ["images"]:
         images()
+    elif sys.argv[1:2] == ["egress"]:
+        sys.exit(egress())
     elif sys.argv[1:2] == ["build"] and len(sys.argv) > 2:
         build(sys.argv[2], sys.argv[3:])
     else:

@@ -112,6 +112,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     egress_network: Annotated[
         str, _doc("a prepared internal network for network=egress types; default: one of its own")
     ] = ""
+    egress_proxy_address: Annotated[
+        str, _doc("Docker-out-of-Docker: this worker's address on WORKER_EGRESS_NETWORK")
+    ] = ""
     egress_proxy_port: Annotated[
         Annotated[int, Meta(ge=0, le=65535)], _doc("port of the egress proxy; 0: any free one")
     ] = 0
@@ -271,6 +274,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("WORKER_JOB_TIMEOUT_S", "is larger than WORKER_MAX_JOB_TIMEOUT_S")
     if settings.memory_bytes > settings.max_memory_bytes:
         raise ConfigError("WORKER_MEMORY_BYTES", "is larger than WORKER_MAX_MEMORY_BYTES")
+    if settings.egress_proxy_address and not settings.egress_network:
+        raise ConfigError("WORKER_EGRESS_PROXY_ADDRESS", "needs WORKER_EGRESS_NETWORK")
     if not re.match(r"^(unix:/|tcp://|https?://)", settings.docker_host):
         raise ConfigError("WORKER_DOCKER_HOST", f"unsupported address {settings.docker_host!r}")
 

@@ -190,7 +190,15 @@ def container_config(
         "NetworkDisabled": not sandbox.network,
         "HostConfig": {
             **_network(sandbox, egress),
-            "Mounts": [{"Type": "volume", "Target": SCRIPT_DIR}],
+            # Anonymous (removed with the container), labelled: one a restarting daemon failed to
+            # remove is still recognised as dsw's and reaped.
+            "Mounts": [
+                {
+                    "Type": "volume",
+                    "Target": SCRIPT_DIR,
+                    "VolumeOptions": {"Labels": labels(settings, sandbox, job_id)},
+                }
+            ],
             # /tmp is a sticky 1777 tmpfs; HOME belongs to the sandbox user (Docker 20.10 ignores
             # a tmpfs `mode` under its copy-up, but honours uid and gid).
             "Tmpfs": {"/tmp": tmpfs, HOME: f"{tmpfs},uid={uid},gid={gid}"},

@@ -13,6 +13,7 @@ job could live: a live run of another system is never touched. Nothing else is e
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -151,5 +152,29 @@ async def reap(docker: DockerClient, settings: Settings, in_use: Collection[str]
             continue
         removed += 1
         log.info("reaped container=%s reason=%r", names, reason)
+    await reap_volumes(docker, now)
     await reap_networks(docker, settings)
+    return removed
+
+
+async def reap_volumes(docker: DockerClient, now: float) -> int:
+    """Remove dsw's job volumes that no container uses (a restarting daemon answered a removal
+    with success but kept the volume). A volume is made with its container, so one without it for
+    a while is no one's."""
+    removed = 0
+    for volume in await docker.volumes_list([f"{PROJECT_LABEL}=dsw"], dangling=True):
+        created = str(volume.get("CreatedAt") or "")
+        try:
+            age_s = now - datetime.datetime.fromisoformat(created).timestamp()
+        except ValueError:
+            age_s = 0.0
+        if age_s <= _YOUNG_S:
+            continue
+        try:
+            await docker.volume_remove(str(volume["Name"]))
+        except DockerError as exc:
+            log.warning("reaper could not remove volume=%s error=%s", volume.get("Name"), exc)
+            continue
+        removed += 1
+        log.info("reaped volume=%s (no container uses it)", volume.get("Name"))
     return removed

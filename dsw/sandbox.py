@@ -14,6 +14,7 @@ import tarfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -259,14 +260,26 @@ async def _ours_by_name(docker: DockerClient, settings: Settings, name: str) -> 
 
 
 async def remove_container(docker: DockerClient, container: str, job_id: str) -> None:
-    """Force-remove a container and its volumes; a failure is logged and counted, never raised:
-    the reaper retries it. The caller shields it and gives it a deadline."""
-    try:
-        with metrics.container_cleanup.time():
-            await docker.container_remove(container)
-    except DockerError as exc:
-        log.warning("container removal failed job=%s container=%s error=%s", job_id, container, exc)
-        metrics.cleanup_failures.inc()
+    """Force-remove a container and its volumes; a daemon that does not answer (restarting) is
+    asked again, with backoff, until the caller's deadline (the caller shields it and gives it
+    one), so that the container is gone before the job's slot is used again. A failure is logged
+    and counted, never raised: the reaper retries it."""
+    delay_s = 0.1
+    with metrics.container_cleanup.time():
+        while True:
+            try:
+                await docker.container_remove(container)
+                return
+            except DockerUnavailable as exc:
+                log.debug("container removal retried job=%s error=%s", job_id, exc)
+                await trio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+            except DockerError as exc:
+                log.warning(
+                    "container removal failed job=%s container=%s error=%s", job_id, container, exc
+                )
+                metrics.cleanup_failures.inc()
+                return
 
 
 async def _run(
@@ -292,10 +305,10 @@ async def _run(
             await nursery.start(output.collect, docker, container)
             with metrics.container_start.time():
                 await docker.container_start(container)
-        started = trio.current_time()
+        started, started_wall = trio.current_time(), time.time()
         if on_started is not None:
             on_started()
-        exit_code, timed_out, peak = await _wait_for_exit(docker, settings, request, container)
+        ended = await _wait_for_exit(docker, settings, request, container)
         duration_s = trio.current_time() - started
         metrics.container_run.observe(duration_s)
         with trio.move_on_after(LOG_DRAIN_S):
@@ -303,6 +316,9 @@ async def _run(
         nursery.cancel_scope.cancel(reason="container exited")
     if output.error is not None:
         raise output.error
+    exit_code, timed_out, peak = ended.exit_code, ended.timed_out, ended.peak_memory_bytes
+    if exit_code >= 128 and not (ended.stop_sent or output.over_limit):
+        await _check_not_killed_by_daemon(docker, container, started_wall)
     if not output.released:
         # It died before the release: the script never ran, and a cold run will do it.
         raise WarmContainerLost(f"warm container {container} exited before the release")
@@ -361,16 +377,38 @@ def _note(
     return "".join(line + "\n" for line in lines)
 
 
+@dataclass(frozen=True)
+class _Ended:
+    exit_code: int
+    timed_out: bool  # the time limit stopped it (not if it had exited by itself by then)
+    stop_sent: bool  # the worker sent a stop at the time limit
+    peak_memory_bytes: int | None = None  # sampled just before that stop
+
+
 async def _wait_for_exit(
     docker: DockerClient, settings: Settings, request: ScriptRequest, container: str
-) -> tuple[int, bool, int | None]:
-    """The exit code; whether the time limit stopped the container (not if the script had
-    exited by itself when the limit came); the memory peak just before it was stopped."""
+) -> _Ended:
+    """Until the container exits, or the time limit stops it."""
     with trio.move_on_after(request.limits.timeout_s):
-        return await docker.container_wait(container), False, None
+        return _Ended(await docker.container_wait(container), False, False)
     peak = await memory_peak(docker, container)
     stopped, exit_code = await _stop(docker, settings, container)
-    return exit_code, stopped, peak
+    return _Ended(exit_code, stopped, True, peak)
+
+
+async def _check_not_killed_by_daemon(
+    docker: DockerClient, container: str, since_wall: float
+) -> None:
+    """A container ended by a signal the worker did not send: if the daemon sent it (stopping
+    for a restart, or told to by someone), the job met a Docker failure, not its script's:
+    DockerUnavailable, so that it runs again. A script that signals itself, or the kernel's
+    OOM killer, leaves no such event."""
+    kills = await docker.container_kill_events(container, since_wall - 1, time.time() + 1)
+    if kills:
+        signal = (kills[0].get("Actor") or {}).get("Attributes", {}).get("signal", "?")
+        raise DockerUnavailable(
+            "POST /containers/{id}/wait", f"the daemon killed the container (signal {signal})"
+        )
 
 
 async def _stop(docker: DockerClient, settings: Settings, container: str) -> tuple[bool, int]:

@@ -284,7 +284,7 @@ async def private_dockerd(
         await dockerd.load_images(images, source_host)
         yield dockerd
     finally:
-        with trio.CancelScope(shield=True):
+        with trio.move_on_after(STOP_TIMEOUT_S + 90, shield=True):
             await _tear_down(dockerd)
 
 
@@ -296,7 +296,7 @@ async def _tear_down(dockerd: Dockerd) -> None:
     except (httpx.HTTPError, OSError):
         pass  # stopping it below stops its containers; the directories go with it
     finally:
-        with trio.move_on_after(STOP_TIMEOUT_S + 10) as stopping:
+        with trio.move_on_after(STOP_TIMEOUT_S + 10, shield=True) as stopping:
             await dockerd.stop()
         if stopping.cancelled_caught and dockerd.process is not None:
             dockerd.process.kill()

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,6 +32,7 @@ from dsw.config import MiB, Settings, environment_of
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka, Record
 from tests.conftest import ROOT, SANDBOX_IMAGES
+from tests.test_egress import EGRESS, check_answers, egress_sandbox_dir, script_for, serve_hello
 from tests.workers import (
     EXAMPLE_JOB,
     by_topic,
@@ -616,3 +618,85 @@ async def test_remote_daemon_over_tls(
         # The remote daemon ran the job (there is no other) and kept nothing of it.
         _, names, _ = await docker_cli("exec", daemon, "docker", "ps", "-aq")
         assert names.strip() == ""
+
+
+def _readable_by_all(tree: Path) -> None:
+    for path in [tree, *tree.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+async def test_dood_egress_through_a_prepared_network(
+    worker_images: tuple[str, str],
+    docker: DockerClient,
+    kafka: Kafka,
+    kafka_bootstrap: str,
+    settings: Settings,
+    topic_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """Docker-out-of-Docker with the egress of network = "egress" types: the worker container
+    (no capabilities) is given a network prepared on the host, filtered there by root, and serves
+    the proxy on its gateway; a job reaches only what the proxy allows."""
+    socket = "/" + settings.docker_host.removeprefix("unix:").lstrip("/")
+    sandbox_dir = egress_sandbox_dir(settings, tmp_path)
+    _readable_by_all(tmp_path)  # the worker reads it as dsw
+    hello = free_port()
+    proxy_port = free_port()
+    port = free_port()
+    network = f"dsw-test-egress-{uuid.uuid4().hex[:8]}"
+    bridge = f"dswt{uuid.uuid4().hex[:8]}"
+    await docker.network_create(
+        {
+            "Name": network,
+            "Internal": True,
+            "Labels": {TEST_LABEL: network},
+            "Options": {
+                "com.docker.network.bridge.name": bridge,
+                "com.docker.network.bridge.enable_icc": "false",
+            },
+        }
+    )
+    try:
+        gateway = (await docker.network_inspect(network))["IPAM"]["Config"][0]["Gateway"]
+        await trio.run_process(
+            [sys.executable, "-m", "dsw.egress.filter", "up", bridge, gateway, str(proxy_port)]
+        )
+        ws = worker_settings(
+            settings,
+            topic_prefix,
+            metrics_port=port,
+            kafka_broker_url=kafka_bootstrap,
+            runner_types=(EGRESS,),
+            egress_network=network,
+            egress_proxy_port=proxy_port,
+            egress_allow=(f"127.0.0.1:{hello}",),
+        )
+        name = f"dsw-test-dood-egress-{ws.worker_id}"
+        args = [
+            "--group-add",
+            str(os.stat(socket).st_gid),
+            "--network=host",
+            f"--hostname={name}",
+            f"--volume={socket}:/var/run/docker.sock",
+            f"--volume={sandbox_dir}:/opt/dsw/sandbox:ro",
+            *env_args(ws),
+            WORKER_IMAGE,
+        ]
+        async with trio.open_nursery() as nursery, container(name, args):
+            await nursery.start(serve_hello, hello)
+            await wait_ready(name, port)
+            job_id, body = job(script_for(hello))
+            await kafka.publish(f"{topic_prefix}pending-{EGRESS}", job_id, body)
+            records = await read_until(kafka, [ws.finished_topic], has_finished(ws, job_id))
+            results = finished(records, ws)[job_id]["scriptResults"]
+            assert results["finishedWith"] == "SUCCEEDED", results["stderr"]
+            check_answers(results["stdout"], hello)
+            assert "egress refused job=" + job_id in await container_logs(name)
+            assert await stop(name) == 0
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.move_on_after(30, shield=True):
+            await trio.run_process(
+                [sys.executable, "-m", "dsw.egress.filter", "down", bridge], check=False
+            )
+            await docker.network_remove(network)

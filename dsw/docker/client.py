@@ -334,6 +334,14 @@ class DockerClient:
             with _translated(endpoint):
                 await response.aclose()
 
+    async def container_kill_events(self, container: str, since: float, until: float) -> list[Json]:
+        """The daemon's `kill` events of a container between two times (Unix seconds); the
+        answer ends at `until`."""
+        filters = {"container": [container], "type": ["container"], "event": ["kill"]}
+        params = {"since": f"{since:.3f}", "until": f"{until:.3f}", "filters": json.dumps(filters)}
+        async with self._open_json_lines("GET", "/events", **params) as events:
+            return [event async for event in events]
+
     async def container_stats_once(self, container: str) -> Json:
         """One resource sample, now (`one-shot`: without waiting a second for a second sample)."""
         result: Json = await self._json(
@@ -370,6 +378,20 @@ class DockerClient:
         except NotFound:
             pass
 
+    # -- volumes ---------------------------------------------------------------------------
+
+    async def volumes_list(self, labels: list[str], dangling: bool) -> list[Json]:
+        filters = {"label": labels, "dangling": [str(dangling).lower()]}
+        result = await self._json("GET", "/volumes", params={"filters": json.dumps(filters)})
+        return list((result or {}).get("Volumes") or [])
+
+    async def volume_remove(self, volume: str) -> None:
+        """Remove a volume; a missing one is not an error."""
+        try:
+            await self._request("DELETE", f"/volumes/{quote(volume, safe='')}")
+        except NotFound:
+            pass
+
     # -- networks --------------------------------------------------------------------------
 
     async def network_create(self, config: Json) -> str:
@@ -385,6 +407,26 @@ class DockerClient:
         """Remove a network; a missing one is not an error."""
         try:
             await self._request("DELETE", f"/networks/{quote(network, safe='')}")
+        except NotFound:
+            pass
+
+    async def network_connect(self, network: str, container: str, address: str = "") -> None:
+        """Join `container` to `network`, at `address` if given."""
+        endpoint: Json = {"IPAMConfig": {"IPv4Address": address}} if address else {}
+        await self._request(
+            "POST",
+            f"/networks/{quote(network, safe='')}/connect",
+            json={"Container": container, "EndpointConfig": endpoint},
+        )
+
+    async def network_disconnect(self, network: str, container: str) -> None:
+        """Leave `network`; a missing network or container is not an error."""
+        try:
+            await self._request(
+                "POST",
+                f"/networks/{quote(network, safe='')}/disconnect",
+                json={"Container": container, "Force": True},
+            )
         except NotFound:
             pass
 
@@ -409,7 +451,9 @@ class DockerClient:
 def endpoint_of(method: str, path: str) -> str:
     """ "POST /containers/{id}/start": the endpoint without ids, for errors and metric labels."""
     path = path.split("?")[0]
-    path = re.sub(r"^/(containers|images|networks)/(?!json$|create$)[^/]+", r"/\1/{id}", path)
+    path = re.sub(
+        r"^/(containers|images|networks|volumes)/(?!json$|create$)[^/]+", r"/\1/{id}", path
+    )
     return f"{method} {path}"
 
 

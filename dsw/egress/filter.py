@@ -25,6 +25,8 @@ def chain_of(bridge: str) -> str:
 
 
 def up_commands(bridge: str, gateway: str, port: int) -> list[list[str]]:
+    """`gateway` is the proxy's address: the network's gateway, or (Docker-out-of-Docker) the
+    worker container's address on the network."""
     chain = chain_of(bridge)
     return [
         ["iptables", "-w", "-N", chain],

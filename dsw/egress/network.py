@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
@@ -25,7 +27,7 @@ from dsw.docker.client import DockerClient, Json
 from dsw.egress import filter as packet_filter
 from dsw.egress.policy import EgressPolicy
 from dsw.egress.proxy import EgressProxy, proxy_environment
-from dsw.errors import NotConfinable
+from dsw.errors import DockerError, NotConfinable
 from dsw.reaper import remove_network
 from dsw.sandbox_types import SandboxType
 
@@ -106,19 +108,46 @@ async def open_egress(docker: DockerClient, settings: Settings) -> AsyncIterator
             }
         )
         network = await docker.network_inspect(name)
-    gateway = gateway_of(network)
+    address = gateway_of(network)
+    ourselves = ""
+    if settings.egress_proxy_address:
+        # Docker-out-of-Docker: the proxy is this worker's container, joined to the network.
+        ourselves = own_container_id()
+        address = settings.egress_proxy_address
+        await docker.network_connect(name, ourselves, address)
     proxy = EgressProxy(settings, EgressPolicy.from_settings(settings))
     try:
         async with trio.open_nursery() as nursery:
-            host, port = await nursery.start(proxy.serve, gateway, settings.egress_proxy_port)
+            host, port = await nursery.start(proxy.serve, address, settings.egress_proxy_port)
             if not prepared:
-                await packet_filter.apply(bridge, gateway, port)
+                await packet_filter.apply(bridge, address, port)
             log.info("egress network=%s proxy=%s:%d", name, host, port)
             try:
                 yield Egress(name, proxy, host, port)
             finally:
                 nursery.cancel_scope.cancel(reason="egress closing")
     finally:
-        if not prepared:
-            with trio.move_on_after(settings.cleanup_timeout_s, shield=True):
-                await remove_network(docker, name, bridge)
+        with trio.move_on_after(settings.cleanup_timeout_s, shield=True):
+            try:
+                if ourselves:
+                    await docker.network_disconnect(name, ourselves)
+                if not prepared:
+                    await remove_network(docker, name, bridge)
+            except DockerError as exc:
+                log.warning("egress network %s not cleaned up: %s (the reaper will)", name, exc)
+
+
+def own_container_id() -> str:
+    """The id of the container this process runs in (from the mounts Docker makes for it);
+    NotConfinable if it runs in none."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        mounts = ""
+    found = re.search(r"/containers/([0-9a-f]{64})/", mounts)
+    if found is None:
+        raise NotConfinable(
+            "WORKER_EGRESS_PROXY_ADDRESS is for a worker in a container (Docker-out-of-Docker),"
+            " and this one runs in none"
+        )
+    return found[1]
