@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import socket
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -162,12 +163,22 @@ def proxy_env(egress: EgressAccess | None) -> list[str]:
     return [f"{name}={value}" for name, value in (egress.environment if egress else {}).items()]
 
 
+VOLUME_PREFIX = "dsw-vol-"
+
+
+def new_volume_name() -> str:
+    """A name for a container's job-files volume: unique (never reused by a later attempt), and
+    recognisable as dsw's even when a restarting daemon loses its labels."""
+    return VOLUME_PREFIX + uuid.uuid4().hex
+
+
 def container_config(
     settings: Settings,
     sandbox: SandboxType,
     limits: JobLimits,
     job_id: str,
     egress: EgressAccess | None = None,
+    volume: str | None = None,
 ) -> dict[str, Any]:
     """The create body for `job_id`'s container; with `job_id` "", for a warm pool's container:
     the same hardening, limits and labels (marked as a pool's), the pool's command, and a stdin
@@ -190,12 +201,13 @@ def container_config(
         "NetworkDisabled": not sandbox.network,
         "HostConfig": {
             **_network(sandbox, egress),
-            # Anonymous (removed with the container), labelled: one a restarting daemon failed to
-            # remove is still recognised as dsw's and reaped.
+            # Named (`volume`, removed after the container: dsw.reaper) so that one a restarting
+            # daemon lost track of is still known as dsw's; without a name, anonymous.
             "Mounts": [
                 {
                     "Type": "volume",
                     "Target": SCRIPT_DIR,
+                    **({"Source": volume} if volume else {}),
                     "VolumeOptions": {"Labels": labels(settings, sandbox, job_id)},
                 }
             ],

@@ -207,6 +207,7 @@ async def _open_run(
     running = encode(Running(job_id=request.job_id))
     running_sent = trio.Event()
     async with open_nursery() as nursery:
+        warm = ctx.pool.take() if ctx.pool is not None else None
 
         def started() -> None:
             metrics.queue_wait.observe(max(time.time() - record.timestamp_ms / 1000, 0))
@@ -217,7 +218,6 @@ async def _open_run(
             await ctx.kafka.publish(ctx.settings.running_topic, request.job_id, running)
             running_sent.set()
 
-        warm = ctx.pool.take() if ctx.pool is not None else None
         try:
             async with open_script(
                 ctx.docker, ctx.settings, request, started, warm, ctx.egress

@@ -21,8 +21,6 @@ import trio
 import trio_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
 
 from dsw import metrics
@@ -136,10 +134,6 @@ class Kafka:
             request_timeout_ms=int(settings.kafka_timeout_s * 1000),
             retry_backoff_ms=int(settings.reconnect_backoff_s * 1000),
             max_partition_fetch_bytes=max(settings.max_message_bytes * 2, 1 << 20),
-            # Sticky: a rebalance moves only the partitions it must, so fewer running jobs lose
-            # their partition (and are run again by its new owner). Round-robin for members
-            # that do not know sticky yet.
-            partition_assignment_strategy=(StickyPartitionAssignor, RoundRobinPartitionAssignor),
         )
         wrapper = Consumer(self, consumer, tracker)
         consumer.subscribe([topic], listener=_Listener(wrapper, on_assigned))

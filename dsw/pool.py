@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,10 +24,17 @@ import trio
 
 from dsw import metrics
 from dsw.config import Settings
-from dsw.container_spec import POOL_NAME_PREFIX, JobLimits, container_config, unenforced
+from dsw.container_spec import (
+    POOL_NAME_PREFIX,
+    JobLimits,
+    container_config,
+    new_volume_name,
+    unenforced,
+)
 from dsw.docker.client import DockerClient
 from dsw.docker_health import DockerHealth
 from dsw.errors import DockerError, DockerUnavailable, LimitsNotEnforced
+from dsw.reaper import remove_sandbox
 from dsw.sandbox_types import SandboxType
 
 if TYPE_CHECKING:
@@ -47,8 +55,11 @@ class WarmContainer:
     id: str
     name: str
     started_at: float
+    volume: str
     egress: EgressAccess | None = None
     watch: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # Called once its job is released (or its hand-over failed): the pool may create again.
+    handed_over: Callable[[], None] = lambda: None
 
 
 class WarmPool:
@@ -71,24 +82,44 @@ class WarmPool:
         self._wanted = trio.Event()  # set when the pool may create again
         self._closed = False
         self._died_young = 0
+        self._handing_over = 0
+        self._quiet = trio.Event()  # set when no hand-over is under way
+        self._quiet.set()
         # Containers whose removal failed while the daemon was away: removed once it is back.
-        self._unremoved: set[str] = set()
+        self._unremoved: set[tuple[str, str]] = set()
 
     def names(self) -> set[str]:
         """The idle containers' names: they are in use, whatever the reaper thinks."""
         return {warm.name for warm in self._idle.values()}
 
     def take(self) -> WarmContainer | None:
-        """The oldest idle container, now the caller's (it removes it); None when empty."""
+        """The oldest idle container, now the caller's (it removes it, then calls `job_done`);
+        None when empty. Refilling waits while a job taken from the pool is being handed over
+        (hand-overs are quick, and a create beside one slows it)."""
         gauge = metrics.pool_idle.labels(sandbox=self._sandbox.name)
         if not self._idle:
             metrics.pool_misses.labels(sandbox=self._sandbox.name).inc()
             return None
         warm = self._idle.pop(next(iter(self._idle)))
         warm.watch.cancel(reason="handed over")
+        self._handing_over += 1
+        warm.handed_over = self._once_handed_over()
         gauge.set(len(self._idle))
         metrics.pool_handovers.labels(sandbox=self._sandbox.name).inc()
         return warm
+
+    def _once_handed_over(self) -> Callable[[], None]:
+        done = False
+
+        def handed_over() -> None:
+            nonlocal done
+            if not done:
+                done = True
+                self._handing_over -= 1
+                if not self._handing_over:
+                    self._quiet.set()
+
+        return handed_over
 
     def job_done(self) -> None:
         """A job of this type has published its result and its container is gone: refill."""
@@ -110,15 +141,16 @@ class WarmPool:
         finally:
             with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
                 await self._discard("worker stopping")
-                for container in list(self._unremoved):
-                    self._unremoved.discard(container)
-                    await self._remove(container)
+                for container, volume in list(self._unremoved):
+                    self._unremoved.discard((container, volume))
+                    await self._remove(container, volume)
 
     async def _discard_when_set(self, stopping: trio.Event) -> None:
         await stopping.wait()
         self._closed = True
         await self._discard("draining")
         self._wanted.set()
+        self._quiet.set()
 
     async def _fill_forever(self, watchers: trio.Nursery, stopping: trio.Event) -> None:
         while not self._closed:
@@ -127,12 +159,16 @@ class WarmPool:
                 # What was idle may have gone with the daemon: start again from nothing.
                 await self._discard("Docker was unreachable")
                 continue
-            for container in list(self._unremoved):
-                self._unremoved.discard(container)
-                await self._remove(container)
+            for container, volume in list(self._unremoved):
+                self._unremoved.discard((container, volume))
+                await self._remove(container, volume)
             self._replace_old()
             if len(self._idle) < self.size:
-                await self._add(watchers)
+                while self._handing_over and not self._closed:
+                    self._quiet = trio.Event()
+                    await self._quiet.wait()
+                if not self._closed:
+                    await self._add(watchers)
                 continue
             self._wanted = trio.Event()
             with trio.move_on_after(self._next_expiry_s()):
@@ -157,8 +193,9 @@ class WarmPool:
         access = (
             self._egress.access() if self._egress and self._sandbox.network == "egress" else None
         )
+        volume = new_volume_name()
         config = container_config(
-            self._settings, self._sandbox, JobLimits.defaults(self._settings), "", access
+            self._settings, self._sandbox, JobLimits.defaults(self._settings), "", access, volume
         )
         added = backoff = False
         try:
@@ -167,7 +204,7 @@ class WarmPool:
                 raise LimitsNotEnforced(refused)
             await self._docker.container_start(container)
             if not self._closed:
-                warm = WarmContainer(container, name, trio.current_time(), access)
+                warm = WarmContainer(container, name, trio.current_time(), volume, access)
                 self._idle[container] = warm
                 added = True
                 metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
@@ -184,7 +221,7 @@ class WarmPool:
             if not added:
                 self._revoke(access)
                 with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
-                    await self._remove(name)
+                    await self._remove(name, volume)
         if backoff:
             await trio.sleep(_BROKEN_BACKOFF_S)
 
@@ -232,7 +269,7 @@ class WarmPool:
         self._revoke(warm.egress)
         metrics.pool_replaced.labels(sandbox=self._sandbox.name, reason=reason).inc()
         metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
-        await self._remove(warm.id)
+        await self._remove(warm.id, warm.volume)
 
     async def _discard(self, why: str) -> None:
         """Remove every idle container (shielded by the caller where it must be)."""
@@ -247,15 +284,18 @@ class WarmPool:
             _, warm = self._idle.popitem()
             warm.watch.cancel(reason=why)
             self._revoke(warm.egress)
-            await self._remove(warm.id)
+            await self._remove(warm.id, warm.volume)
         metrics.pool_idle.labels(sandbox=self._sandbox.name).set(0)
 
-    async def _remove(self, container: str) -> None:
+    async def _remove(self, container: str, volume: str) -> None:
+        """Remove one; shielded with its own deadline: a container half removed when the pool
+        is cancelled would leave its volume."""
         try:
-            await self._docker.container_remove(container)
+            with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
+                await remove_sandbox(self._docker, container, volume)
         except DockerUnavailable as exc:
             log.warning("could not remove warm container=%s error=%s (again later)", container, exc)
-            self._unremoved.add(container)
+            self._unremoved.add((container, volume))
         except DockerError as exc:
             log.warning(
                 "could not remove warm container=%s error=%s (the reaper will)", container, exc

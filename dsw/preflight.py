@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 import trio
 
 from dsw.config import Settings
-from dsw.container_spec import JobLimits, container_config, seccomp_option, unenforced
+from dsw.container_spec import (
+    JobLimits,
+    container_config,
+    new_volume_name,
+    seccomp_option,
+    unenforced,
+)
 from dsw.docker.client import DockerClient
 from dsw.errors import (
     DockerError,
@@ -21,6 +27,7 @@ from dsw.errors import (
     NotConfinable,
     NotFound,
 )
+from dsw.reaper import remove_sandbox
 from dsw.sandbox_types import SandboxType
 
 if TYPE_CHECKING:
@@ -77,7 +84,8 @@ async def check_probe(
     and that a process in it runs under a seccomp filter (NotConfinable otherwise)."""
     access = egress.access() if egress and sandbox.network == "egress" else None
     limits = JobLimits.defaults(settings)
-    config = container_config(settings, sandbox, limits, str(uuid.uuid4()), access)
+    volume = new_volume_name()
+    config = container_config(settings, sandbox, limits, str(uuid.uuid4()), access, volume)
     config["Cmd"] = _SECCOMP_PROBE
     name = f"dsw-probe-{uuid.uuid4()}"
     container, warnings = await docker.container_create(name, config)
@@ -107,7 +115,7 @@ async def check_probe(
         if access is not None and egress is not None:
             egress.proxy.revoke(access.token)
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True):
-            await docker.container_remove(container)
+            await remove_sandbox(docker, container, volume)
 
 
 _told_blkio: list[str] = []

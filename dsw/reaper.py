@@ -31,6 +31,7 @@ from dsw.container_spec import (
     PID_LABEL,
     PIDNS_LABEL,
     PROJECT_LABEL,
+    VOLUME_PREFIX,
     WORKER_LABEL,
     age_bound_s,
     pid_namespace,
@@ -145,8 +146,15 @@ async def reap(docker: DockerClient, settings: Settings, in_use: Collection[str]
         if reason is None:
             continue
         names = ",".join(n.lstrip("/") for n in container.get("Names", []))
+        volumes = [
+            str(mount["Name"])
+            for mount in container.get("Mounts") or []
+            if str(mount.get("Name", "")).startswith(VOLUME_PREFIX)
+        ]
         try:
             await docker.container_remove(container_id)
+            for volume in volumes:
+                await docker.volume_remove(volume)
         except DockerError as exc:
             log.warning("reaper could not remove container=%s error=%s", names, exc)
             continue
@@ -157,12 +165,22 @@ async def reap(docker: DockerClient, settings: Settings, in_use: Collection[str]
     return removed
 
 
+async def remove_sandbox(docker: DockerClient, container: str, volume: str | None) -> None:
+    """Force-remove a sandbox container and then its job-files volume. Raises DockerError."""
+    await docker.container_remove(container)
+    if volume:
+        await docker.volume_remove(volume)
+
+
 async def reap_volumes(docker: DockerClient, now: float) -> int:
-    """Remove dsw's job volumes that no container uses (a restarting daemon answered a removal
-    with success but kept the volume). A volume is made with its container, so one without it for
-    a while is no one's."""
+    """Remove dsw's job-files volumes that no container uses: those a reaped container leaves,
+    and those a restarting daemon kept although it answered their removal (or their container's
+    create) with an error. A volume is made with its container, so one without it for a while
+    is no one's."""
     removed = 0
-    for volume in await docker.volumes_list([f"{PROJECT_LABEL}=dsw"], dangling=True):
+    for volume in await docker.volumes_list(name=VOLUME_PREFIX, dangling=True):
+        if not str(volume.get("Name", "")).startswith(VOLUME_PREFIX):
+            continue
         created = str(volume.get("CreatedAt") or "")
         try:
             age_s = now - datetime.datetime.fromisoformat(created).timestamp()

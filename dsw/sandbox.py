@@ -29,6 +29,7 @@ from dsw.container_spec import (
     JobLimits,
     container_config,
     lifetime_bound_s,
+    new_volume_name,
     resource_limits,
     unenforced,
 )
@@ -142,6 +143,7 @@ async def open_script(
     name = container_name(request.job_id)
     container: str | None = None
     access = warm.egress if warm else _access(request, egress)
+    volume = warm.volume if warm else new_volume_name()
 
     def started() -> None:
         if access is not None and egress is not None:
@@ -152,7 +154,7 @@ async def open_script(
     try:
         if warm is None:
             config = container_config(
-                settings, request.sandbox, request.limits, request.job_id, access
+                settings, request.sandbox, request.limits, request.job_id, access, volume
             )
             with metrics.container_create.time():
                 container = await _create(docker, settings, name, config)
@@ -160,8 +162,11 @@ async def open_script(
         else:
             container = warm.id
             await _hand_over(docker, settings, request, container, name)
-        yield await _run(docker, settings, request, container, started, warm is not None)
+        released = warm.handed_over if warm else (lambda: None)
+        yield await _run(docker, settings, request, container, started, warm is not None, released)
     finally:
+        if warm is not None:
+            warm.handed_over()  # also when it never got to its release
         if access is not None and egress is not None:
             egress.proxy.revoke(access.token)
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True) as cleanup:
@@ -169,8 +174,7 @@ async def open_script(
                 # The create may have happened without its answer reaching us: the name is ours
                 # only if our label says so (it may be another worker's run we were waiting for).
                 container = await _ours_by_name(docker, settings, name)
-            if container is not None:
-                await remove_container(docker, container, request.job_id)
+            await remove_container(docker, container, volume, request.job_id)
         if cleanup.cancelled_caught:
             log.warning("container removal timed out job=%s container=%s", request.job_id, name)
             metrics.cleanup_failures.inc()
@@ -259,16 +263,21 @@ async def _ours_by_name(docker: DockerClient, settings: Settings, name: str) -> 
     return str(existing["Id"]) if labels.get(WORKER_LABEL) == settings.worker_id else None
 
 
-async def remove_container(docker: DockerClient, container: str, job_id: str) -> None:
-    """Force-remove a container and its volumes; a daemon that does not answer (restarting) is
-    asked again, with backoff, until the caller's deadline (the caller shields it and gives it
-    one), so that the container is gone before the job's slot is used again. A failure is logged
-    and counted, never raised: the reaper retries it."""
+async def remove_container(
+    docker: DockerClient, container: str | None, volume: str, job_id: str
+) -> None:
+    """Force-remove a container (if there is one) and its job-files volume; a daemon that does
+    not answer (restarting) is asked again, with backoff, until the caller's deadline (the caller
+    shields it and gives it one), so that the container is gone before the job's slot is used
+    again. A failure is logged and counted, never raised: the reaper retries it."""
     delay_s = 0.1
     with metrics.container_cleanup.time():
         while True:
             try:
-                await docker.container_remove(container)
+                if container is not None:
+                    await docker.container_remove(container)
+                    container = None
+                await docker.volume_remove(volume)
                 return
             except DockerUnavailable as exc:
                 log.debug("container removal retried job=%s error=%s", job_id, exc)
@@ -289,9 +298,10 @@ async def _run(
     container: str,
     on_started: Callable[[], None] | None,
     warm: bool,
+    released: Callable[[], None] = lambda: None,
 ) -> ScriptOutcome:
-    """Start the container (or release the warm one), wait for it within the time limit, and
-    read what it wrote."""
+    """Start the container (or release the warm one, then call `released`), wait for it within
+    the time limit, and read what it wrote."""
     output = ContainerOutput(settings, released_by_marker=warm)
     async with open_nursery() as nursery:
         if warm:
@@ -299,6 +309,7 @@ async def _run(
                 stdin = await nursery.start(output.collect_released, docker, container)
                 # The release: the time limit counts from here.
                 await stdin.send(b"\n")
+                released()
             except (Conflict, NotFound) as exc:
                 raise WarmContainerLost(f"warm container {container} is gone: {exc}") from exc
         else:

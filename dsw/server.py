@@ -95,7 +95,9 @@ class TypeServer:
                 consumer.pause(assigned)
                 with trio.move_on_after(POLL_S):
                     await self._slot_freed.wait()
-                self._slot_freed = trio.Event()
+                freed, self._slot_freed = self._slot_freed.is_set(), trio.Event()
+                if freed:
+                    continue  # straight to taking: the next record starts now, commits after
                 # Polling while paused keeps the group's membership (max.poll.interval.ms).
                 records = await consumer.take(max_records=1, timeout_s=0)
             held_back: set[Partition] = set()

@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from dsw.config import Settings
-from dsw.container_spec import SCRIPT_DIR, container_config, pool_command
+from dsw.container_spec import SCRIPT_DIR, container_config, new_volume_name, pool_command
 from dsw.docker import DockerClient
 from dsw.docker.client import Attached
 from dsw.docker.logs import STDERR, STDOUT, FrameParser
@@ -351,7 +351,10 @@ async def open_waiting_container(
 ) -> AsyncIterator[WaitingContainer]:
     """Created with the worker's hardening, attached, started, its control channel open;
     removed at the end whatever happened."""
-    config = container_config(settings, request.sandbox, request.limits, request.job_id)
+    volume = new_volume_name()
+    config = container_config(
+        settings, request.sandbox, request.limits, request.job_id, volume=volume
+    )
     # The end of the attached stdin (the worker's control channel) ends the container's.
     assert pool_command(request.sandbox) == WAITING_CMD  # as the worker's pool starts it
     config.update(Cmd=WAITING_CMD, OpenStdin=True, AttachStdin=True, StdinOnce=True)
@@ -366,7 +369,7 @@ async def open_waiting_container(
             nursery.cancel_scope.cancel(reason="the test is done with the container")
     finally:
         with trio.move_on_after(30, shield=True):
-            await remove_container(docker, container, request.job_id)
+            await remove_container(docker, container, volume, request.job_id)
 
 
 class WarmRun:

@@ -380,8 +380,9 @@ class DockerClient:
 
     # -- volumes ---------------------------------------------------------------------------
 
-    async def volumes_list(self, labels: list[str], dangling: bool) -> list[Json]:
-        filters = {"label": labels, "dangling": [str(dangling).lower()]}
+    async def volumes_list(self, name: str, dangling: bool) -> list[Json]:
+        """Volumes whose name contains `name` (the daemon's filter is a substring match)."""
+        filters = {"name": [name], "dangling": [str(dangling).lower()]}
         result = await self._json("GET", "/volumes", params={"filters": json.dumps(filters)})
         return list((result or {}).get("Volumes") or [])
 
