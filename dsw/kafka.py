@@ -10,6 +10,7 @@ mapping is `_translated`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -21,7 +22,12 @@ import trio
 import trio_asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from dsw import metrics
 from dsw.backoff import Backoff
@@ -55,6 +61,15 @@ def _translated(what: str) -> Iterator[None]:
         yield
     except KafkaError as exc:
         raise KafkaUnavailable(f"{what}: {exc!r}") from exc
+
+
+async def _acknowledged_within(delivery: asyncio.Future[Any], timeout_s: float) -> bool:
+    """(asyncio side) Whether `delivery` completes within `timeout_s`; it is never cancelled."""
+    try:
+        await asyncio.wait_for(asyncio.shield(delivery), timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _records(batches: dict[Any, list[Any]]) -> list[Record]:
@@ -96,9 +111,14 @@ class Kafka:
         backoff = Backoff.of(self.settings)
         while True:
             try:
-                await _aio(self._producer.send_and_wait)(
+                delivery = await _aio(self._producer.send)(
                     topic, value, key=key_bytes, headers=headers
                 )
+                # The idempotent producer retries a sent batch until the broker takes it, silently:
+                # say so each time the acknowledgement is a request timeout late.
+                timeout_s = self.settings.kafka_timeout_s
+                while not await _aio(_acknowledged_within)(delivery, timeout_s):
+                    self.trouble(f"publish to {topic}", KafkaTimeoutError("no acknowledgement"))
                 self.failing = ""
                 return
             except MessageSizeTooLargeError as exc:

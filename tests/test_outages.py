@@ -81,22 +81,25 @@ async def test_kafka_outage_loses_no_result(
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.settings.metrics_port}") as http,
         ):
             await wait_ready(http)
+            # A first job, so that the producer knows `finished`: its retries are then silent.
+            first_id, first = job("echo first\n")
+            await kafka.publish(pending, first_id, first)
+            await read_until(kafka, [ws.finished_topic], lambda rs: len(rs) >= 1)
             job_id, body = job("echo begun; sleep 3; echo survived\n")
             await kafka.publish(pending, job_id, body)
-            await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+            await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 2)
             await broker.stop()  # Kafka goes away while the job runs
             await trio.sleep(4)  # the job ends meanwhile; its result must wait, not vanish
             await wait_unready(http, "Kafka unreachable")
             await broker.start()
-            records = await read_until(kafka, [ws.finished_topic], lambda rs: len(rs) >= 1)
+            records = await read_until(kafka, [ws.finished_topic], lambda rs: len(rs) >= 2)
             await wait_ready(http)
             worker.signal(signal.SIGTERM)
             assert await worker.wait(timeout_s=60) == 0
-        finished = by_topic(records, ws.finished_topic)
-        assert finished[0]["jobId"] == job_id
-        assert finished[0]["scriptResults"]["stdout"] == "begun\nsurvived\n"
+        finished = {m["jobId"]: m for m in by_topic(records, ws.finished_topic)}
+        assert finished[job_id]["scriptResults"]["stdout"] == "begun\nsurvived\n"
         group = ws.consumer_group_prefix + SHELL
-        assert sum((await committed_positions(broker.bootstrap, group)).values()) == 1
+        assert sum((await committed_positions(broker.bootstrap, group)).values()) == 2
         assert await containers_of(docker, ws.worker_id) == []
 
 
