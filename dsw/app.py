@@ -163,8 +163,8 @@ async def ensure_topics(settings: Settings, sandboxes: dict[str, SandboxType]) -
             settings.topic_replication_factor,
         )
     except KafkaUnavailable as exc:
-        # Not allowed to create them, say: they are awaited (consumers wait for their topic).
-        log.info("topics not created, waiting for them to exist: %s", exc)
+        # Not allowed to create them, say: each consumer waits for its topic to appear.
+        log.warning("waiting for topics to exist: %s", exc)
         return
     if created:
         log.info("created topics=%s partitions=%d", ",".join(created), settings.topic_partitions)

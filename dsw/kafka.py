@@ -26,7 +26,9 @@ from aiokafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     MessageSizeTooLargeError,
+    NoError,
     TopicAlreadyExistsError,
+    for_code,
 )
 
 from dsw import metrics
@@ -59,7 +61,7 @@ def _translated(what: str) -> Iterator[None]:
     """aiokafka's errors as KafkaUnavailable, for the calls that do not retry by themselves."""
     try:
         yield
-    except KafkaError as exc:
+    except (KafkaError, TimeoutError) as exc:  # aiokafka's admin calls time out as TimeoutError
         raise KafkaUnavailable(f"{what}: {exc!r}") from exc
 
 
@@ -379,18 +381,25 @@ async def create_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet, with `partitions` each; an existing topic is left
     as it is, never shrunk. Returns the created ones. Needs open_kafka's loop or its own: it runs
-    in the current trio-asyncio loop. KafkaUnavailable when the broker refuses (not allowed...)."""
-    created = []
+    in the current trio-asyncio loop. KafkaUnavailable names each topic the broker refused to
+    create (not authorised, a replication factor above its broker count...) and why."""
+    created, refused = [], []
     async with _open_admin(bootstrap) as admin:
-        existing = set(await _aio(admin.list_topics)())
-        for topic in topics:
-            if topic in existing:
-                continue
-            try:
-                await _aio(admin.create_topics)(
-                    [NewTopic(topic, num_partitions=partitions, replication_factor=replication)]
-                )
-                created.append(topic)
-            except TopicAlreadyExistsError:
-                pass  # created by someone else meanwhile
+        with _translated(f"topics of {bootstrap}"):
+            existing = set(await _aio(admin.list_topics)())
+            for topic in topics:
+                if topic in existing:
+                    continue
+                new = NewTopic(topic, num_partitions=partitions, replication_factor=replication)
+                response = await _aio(admin.create_topics)([new])
+                # aiokafka returns the broker's per-topic errors rather than raising them.
+                for name, code, *message in response.topic_errors:
+                    error = for_code(code)
+                    if error is NoError:
+                        created.append(name)
+                    elif error is not TopicAlreadyExistsError:  # created by someone meanwhile
+                        why = message[0] if message and message[0] else error.__name__
+                        refused.append(f"{name}: {why}")
+    if refused:
+        raise KafkaUnavailable(f"topics not created: {'; '.join(refused)}")
     return created

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 
+import pytest
 import trio
 
-from dsw.kafka import Kafka, Record, committed_positions, create_topics
+from dsw.errors import KafkaUnavailable
+from dsw.kafka import Kafka, Record, committed_positions, create_topics, topic_partitions
 from dsw.offsets import OffsetTracker
 
 
@@ -37,3 +40,27 @@ async def test_produce_consume_commit_round_trip(kafka: Kafka, topic_prefix: str
     assert await committed_positions(kafka.settings.kafka_broker_url, group) == {
         (topic, 0): taken[2].offset + 1
     }
+
+
+async def test_create_topics_names_each_refusal_and_skips_existing(
+    kafka: Kafka, topic_prefix: str
+) -> None:
+    bootstrap = kafka.settings.kafka_broker_url
+    existing, fresh = f"{topic_prefix}existing", f"{topic_prefix}fresh"
+    assert await create_topics(bootstrap, [existing], partitions=1) == [existing]
+    assert await create_topics(bootstrap, [existing, fresh]) == [fresh]
+    # One broker cannot hold three replicas: the broker answers with an error, not an exception.
+    refused = f"{topic_prefix}three-replicas"
+    with pytest.raises(KafkaUnavailable, match=f"{refused}: .*[Rr]eplication"):
+        await create_topics(bootstrap, [refused], replication=3)
+    assert refused not in await topic_partitions(bootstrap, topic_prefix)
+
+
+async def test_admin_calls_without_a_broker_raise_kafka_unavailable(kafka: Kafka) -> None:
+    with socket.socket() as unused:  # a port that nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        bootstrap = f"127.0.0.1:{unused.getsockname()[1]}"
+        with pytest.raises(KafkaUnavailable):
+            await create_topics(bootstrap, ["never"])
+        with pytest.raises(KafkaUnavailable):
+            await committed_positions(bootstrap, "group")
