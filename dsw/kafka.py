@@ -39,6 +39,10 @@ from dsw.offsets import OffsetTracker, Partition
 
 log = logging.getLogger(__name__)
 
+# Reading around an undecodable record: records per partition at most, and the wait for each.
+_PROBE_LIMIT = 1000
+_PROBE_WAIT_MS = 1000
+
 Headers = list[tuple[str, bytes]]
 
 
@@ -50,6 +54,8 @@ class Record(msgspec.Struct, frozen=True):
     value: bytes | None
     timestamp_ms: int
     headers: tuple[tuple[str, bytes], ...] = ()
+    # Set (key and value None) for a record the client could not decode: why, and which offsets.
+    unreadable: str = ""
 
 
 def _aio(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -209,7 +215,82 @@ class Consumer:
             self._kafka.trouble("fetch", exc, timeout_s)
             await trio.sleep(timeout_s)
             return []
+        except Exception as exc:  # aiokafka could not decode a record: see _around_undecodable
+            try:
+                found: list[Record] = await _aio(self._around_undecodable)(exc)
+            except KafkaError as kafka_exc:
+                self._kafka.trouble("fetch around an undecodable record", kafka_exc, timeout_s)
+                await trio.sleep(timeout_s)
+                return []
+            return found
         return _records(batches)
+
+    async def _around_undecodable(self, error: Exception) -> list[Record]:
+        """(asyncio side) aiokafka raised while decoding a fetched record (a header key that is not
+        UTF-8, say: Kafka's own clients and the broker accept one). It raises again at every fetch
+        of that record batch, and the records it had already taken from other partitions in the
+        same call are lost. So: every partition goes back to its committed position (the tracker
+        skips what was already taken), each is read one record at a time up to the bad one, and
+        the offsets that cannot be decoded (its whole record batch, which aiokafka always decodes
+        from its start) come back as one `unreadable` record, placed before the next readable one.
+        """
+        found: list[Record] = []
+        for tp in self._consumer.assignment():
+            if tp in self._consumer.paused():
+                continue
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+            for _ in range(_PROBE_LIMIT):
+                try:
+                    taken = await self._probe(tp)
+                except KafkaError:
+                    raise
+                except Exception:
+                    found.append(await self._skip_undecodable(tp, error))
+                    break
+                if not taken:
+                    break
+                found += taken
+        return found
+
+    async def _probe(self, tp: TopicPartition) -> list[Record]:
+        """One record of `tp` from its position, or none within the probe's wait."""
+        batches = await self._consumer.getmany(tp, timeout_ms=_PROBE_WAIT_MS, max_records=1)
+        return _records(batches)
+
+    async def _skip_undecodable(self, tp: TopicPartition, error: Exception) -> Record:
+        """Past the undecodable batch at `tp`'s position: the first offset above it that reads
+        (or the partition's end) is found by galloping, then bisecting."""
+        first = await self._consumer.position(tp)
+        end = (await self._consumer.end_offsets([tp]))[tp]
+
+        async def readable(offset: int) -> bool:
+            if offset >= end:
+                return True
+            self._consumer.seek(tp, offset)
+            try:
+                await self._probe(tp)
+            except KafkaError:
+                raise
+            except Exception:
+                return False
+            return True
+
+        bad, step = first, 1  # `bad` cannot be read; find `good` > bad that can
+        while not await readable(bad + step):
+            bad, step = bad + step, step * 2
+        good = min(bad + step, end)
+        while good - bad > 1:
+            middle = (bad + good) // 2
+            bad, good = (bad, middle) if await readable(middle) else (middle, good)
+        self._consumer.seek(tp, good)
+        offsets = f"{first}" if good == first + 1 else f"{first}..{good - 1}"
+        why = f"undecodable record batch at offsets {offsets}: {error!r}"
+        log.warning("skipping %s of topic=%s partition=%d", why, tp.topic, tp.partition)
+        return Record(tp.topic, tp.partition, first, None, None, 0, unreadable=why)
 
     async def commit(self) -> bool:
         """Commit the tracker's finished positions of assigned partitions; False if refused."""

@@ -11,6 +11,7 @@ import trio
 from dsw.errors import KafkaUnavailable
 from dsw.kafka import Kafka, Record, committed_positions, create_topics, topic_partitions
 from dsw.offsets import OffsetTracker
+from tests.raw_records import batch_with_bad_header_key, produce_raw
 
 
 async def test_produce_consume_commit_round_trip(kafka: Kafka, topic_prefix: str) -> None:
@@ -64,3 +65,32 @@ async def test_admin_calls_without_a_broker_raise_kafka_unavailable(kafka: Kafka
             await create_topics(bootstrap, ["never"])
         with pytest.raises(KafkaUnavailable):
             await committed_positions(bootstrap, "group")
+
+
+async def test_an_undecodable_record_batch_comes_back_as_one_unreadable_record(
+    kafka: Kafka, topic_prefix: str
+) -> None:
+    """A header key that is not UTF-8 makes aiokafka raise at every fetch of its batch (the broker
+    and Java's clients accept it), dropping what it had read of other partitions meanwhile: the
+    consumer reads around it and loses nothing else."""
+    topic, group = f"{topic_prefix}undecodable", f"{topic_prefix}group"
+    bootstrap = kafka.settings.kafka_broker_url
+    await create_topics(bootstrap, [topic], partitions=2)
+    before = [f"before-{n}".encode() for n in range(6)]  # spread over both partitions by key
+    for n, value in enumerate(before):
+        await kafka.publish(topic, f"key-{n}", value)
+    await produce_raw(bootstrap, topic, 1, batch_with_bad_header_key([(b"k", b"1"), (b"k", b"2")]))
+    await produce_raw(bootstrap, topic, 1, batch_with_bad_header_key([(b"k", b"3")]))
+    await kafka.publish(topic, "key-0", b"after")
+    async with kafka.open_consumer(topic, group, OffsetTracker()) as consumer:
+        taken: list[Record] = []
+        with trio.fail_after(60):
+            while len(taken) < len(before) + 2:
+                taken += await consumer.take(max_records=10, timeout_s=0.5)
+    assert sorted(r.value for r in taken if r.value) == sorted([*before, b"after"])
+    [unreadable] = [r for r in taken if r.unreadable]
+    first = sum(1 for r in taken if r.partition == 1 and r.value in before)
+    assert (unreadable.partition, unreadable.offset, unreadable.value) == (1, first, None)
+    assert unreadable.unreadable.startswith(
+        f"undecodable record batch at offsets {first}..{first + 2}: UnicodeDecodeError"
+    )
