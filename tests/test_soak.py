@@ -52,6 +52,7 @@ SHELL = "linux-amd64-shell"
 IMAGE = f"dsw-sandbox:{SHELL}"
 WORKERS = 3
 CAPACITY = 4
+POOL = 1  # warm containers per worker (tests.workers.worker_settings)
 PARTITIONS = 6
 # The burst: most jobs under a second, some a few seconds, a few over a 2 s time limit, and a few
 # that outlast dockerd's stop timeout (10 s: at its SIGTERM it stops every container, SIGKILL
@@ -209,6 +210,7 @@ class ContainerSamples:
     at_max: list[str] = field(default_factory=list)  # name, state and worker of each, at the max
     max_all: int = 0  # sandboxes plus the workers' preflight probes (created, never started)
     max_running: int = 0
+    max_pool: int = 0  # the workers' warm pool containers (dsw-pool-*)
 
 
 async def sample_containers(docker: DockerClient, out: ContainerSamples) -> None:
@@ -230,6 +232,10 @@ async def sample_containers(docker: DockerClient, out: ContainerSamples) -> None
                     for c in sandboxes
                 )
             out.max_all = max(out.max_all, len(listed))
+            out.max_pool = max(
+                out.max_pool,
+                sum(any(n.startswith("/dsw-pool-") for n in c.get("Names", [])) for c in listed),
+            )
             out.max_running = max(
                 out.max_running, sum(c.get("State") == "running" for c in sandboxes)
             )
@@ -403,9 +409,10 @@ def explain_duplicate(
     """(the fault, in words why) that made this job run or answer twice; None if none did.
 
     The repeat is the second `running` (or, without one, the second `finished`). A fault explains
-    it when the job's first attempt began before the fault's window ended and the repeat came
-    after the fault began; of those, the one in whose window the first attempt was answered (its
-    offset then not committed) or, if it was not answered, the first one.
+    it when the job's first attempt began before the fault's window ended, was still unanswered
+    or uncommitted when the fault began (answered at most UNCOMMITTED_S before it), and the
+    repeat came after the fault began; of those, the one in whose window the first attempt was
+    answered (its offset then not committed) or, if it was not answered, the first one.
     """
 
     def at(ts: float) -> str:
@@ -414,7 +421,14 @@ def explain_duplicate(
     first_run = min([ts for ts, _ in runs] + [ts for ts, _ in fins])
     repeat = runs[1][0] if len(runs) > 1 else fins[1][0]
     answered = [ts for ts, _ in fins if ts < repeat]
-    candidates = [f for f in faults if first_run <= f.window_end() and repeat >= f.start]
+    first_end = answered[0] if answered else repeat
+    candidates = [
+        f
+        for f in faults
+        if first_run <= f.window_end()
+        and first_end >= f.start - UNCOMMITTED_S
+        and repeat >= f.start
+    ]
     if not candidates:
         return None
     cause = candidates[0]
@@ -527,6 +541,7 @@ async def soak(
             max_containers=CAPACITY,
             kafka_session_timeout_ms=SESSION_TIMEOUT_MS,
             kafka_timeout_s=10,
+            warm_containers=POOL,
         )
         ws = msgspec.structs.replace(ws, runner_types=(SHELL,))
         pending = f"{ws.pending_topic_prefix}{SHELL}"
@@ -764,6 +779,13 @@ def check(
             f"{nearest_fault(containers.max_sandboxes_at, faults, t0)}), more than {WORKERS} x "
             f"{CAPACITY}: {containers.at_max}"
         )
+    # Each worker keeps a pool of POOL per type; a killed worker's stay until the reaper of its
+    # successor removes them.
+    if containers.max_pool > (WORKERS + 1) * POOL:
+        failures.append(
+            f"{containers.max_pool} warm pool containers at once, more than "
+            f"({WORKERS} workers + 1 killed) x {POOL}"
+        )
     if left_containers or left_volumes:
         failures.append(f"left on the daemon: containers {left_containers}, volumes {left_volumes}")
     for instance, peak in fleet.rss_peak.items():
@@ -883,7 +905,8 @@ def print_report(report: dict[str, Any]) -> None:
     c = report.get("containers", {})
     lines.append(
         f"  containers: max {c.get('max_sandboxes')} sandboxes at once (bound {c.get('bound')}),"
-        f" max running {c.get('max_running')}, samples {c.get('samples')} "
+        f" max running {c.get('max_running')}, max warm {c.get('max_pool')}, samples "
+        f"{c.get('samples')} "
         f"(+{c.get('failed')} unanswered); left {c.get('left')} {c.get('volumes_left')}"
     )
     lines.append(f"  peak RSS MiB: {report.get('rss_peak_mib')}")
