@@ -9,8 +9,8 @@
 #
 # Built on debian:bookworm-slim only (pulled, or made locally by scripts/provision-base-image.sh),
 # with no BuildKit-only syntax: the legacy builder builds it too. The build context is the
-# repository root; .dockerignore lets in only pyproject.toml, requirements/worker.lock, README.md,
-# dsw/, sandbox/, docker/.
+# repository root; .dockerignore lets in only pyproject.toml, requirements/{worker,build}.lock,
+# README.md, dsw/, sandbox/, docker/.
 ARG BASE_IMAGE=debian:bookworm-slim
 
 # ---- build: a virtualenv with dsw and its dependencies (wheels only, no compiler) ----------------
@@ -33,14 +33,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 # Dependencies first, exactly as requirements/worker.lock pins them (versions and hashes; `just lock`
 # refreshes it): a change in dsw/ or pyproject.toml reuses this layer.
-COPY requirements/worker.lock /src/requirements/worker.lock
-RUN /opt/dsw/venv/bin/pip install -q --only-binary=:all: --require-hashes -r /src/requirements/worker.lock
+COPY requirements/worker.lock requirements/build.lock /src/requirements/
+RUN /opt/dsw/venv/bin/pip install -q --only-binary=:all: --require-hashes \
+        -r /src/requirements/worker.lock -r /src/requirements/build.lock
 COPY pyproject.toml README.md /src/
 COPY dsw /src/dsw
-# setuptools builds dsw in an isolated environment (fetched from PyPI, not kept); `pip check` fails
-# the build where pyproject.toml names a dependency the lock lacks; the venv's own pip and
-# setuptools go afterwards: the final image installs nothing.
-RUN /opt/dsw/venv/bin/pip install -q --no-deps /src \
+# The locked setuptools builds dsw (no isolated build fetching another); `pip check` fails the
+# build where pyproject.toml names a dependency the lock lacks; pip and setuptools go afterwards:
+# the final image installs nothing.
+RUN /opt/dsw/venv/bin/pip install -q --no-deps --no-build-isolation /src \
  && /opt/dsw/venv/bin/pip check \
  && /opt/dsw/venv/bin/pip uninstall -q -y pip setuptools
 

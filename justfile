@@ -23,12 +23,16 @@ lock *ARGS:
     uv=.local/lock-tools/bin/uv
     [ "$($uv --version 2>/dev/null)" = "uv 0.13.8" ] \
         || { python3 -m venv .local/lock-tools && .local/lock-tools/bin/pip install -q uv==0.13.8; }
-    compile=("$uv" pip compile -q pyproject.toml --generate-hashes --only-binary :all: \
+    compile=("$uv" pip compile -q --generate-hashes --only-binary :all: \
         --python-version 3.11 --python-platform x86_64-manylinux_2_36 --custom-compile-command "just lock")
-    "${compile[@]}" --extra test --extra lint --extra bench {{ARGS}} -o requirements/dev.lock
+    "${compile[@]}" pyproject.toml --extra test --extra lint --extra bench {{ARGS}} -o requirements/dev.lock
     # The image's lock is the runtime part of the dev lock: the same pins, never a second resolution.
-    "${compile[@]}" --constraint requirements/dev.lock --upgrade -o requirements/worker.lock
-    echo "locked requirements/dev.lock requirements/worker.lock"
+    "${compile[@]}" pyproject.toml --constraint requirements/dev.lock --upgrade -o requirements/worker.lock
+    # What builds dsw itself (pyproject's build-system), installed beside either lock.
+    python3 -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+        > .local/lock-tools/build-system.in
+    "${compile[@]}" .local/lock-tools/build-system.in {{ARGS}} -o requirements/build.lock
+    echo "locked requirements/dev.lock requirements/worker.lock requirements/build.lock"
 
 # Build one sandbox image, tagged dsw-sandbox:TYPE, as its sandbox.toml says (e.g. linux-amd64-mono)
 [group('setup')]

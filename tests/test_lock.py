@@ -1,6 +1,7 @@
 """The lock files pin what pyproject.toml allows: requirements/worker.lock (the image) holds every
-runtime dependency, requirements/dev.lock (.venv, CI) every runtime, test and lint one, each at one
-version with its hashes, and both agree on what they share. `just lock` rewrites them."""
+runtime dependency, requirements/dev.lock (.venv, CI) every runtime, test and lint one, and
+requirements/build.lock what builds dsw, each at one version with its hashes; the first two agree
+on what they share. `just lock` rewrites them."""
 
 from __future__ import annotations
 
@@ -71,3 +72,15 @@ def test_the_worker_lock_is_the_runtime_part_of_the_dev_lock() -> None:
     assert set(WORKER) <= set(DEV), f"only in worker.lock: {sorted(set(WORKER) - set(DEV))}"
     differ = {name: (WORKER[name], DEV[name]) for name in WORKER if WORKER[name] != DEV[name]}
     assert not differ, f"the locks disagree (version, hashes): {differ}"
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        Requirement(line)
+        for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    ],
+    ids=str,
+)
+def test_what_builds_dsw_is_locked(requirement: Requirement) -> None:
+    _assert_locked(requirement, read_lock("build.lock"))
