@@ -2,13 +2,15 @@
 
 Field names, enum spellings and optional fields are the original's (JSON, UTF-8, camelCase, key =
 job id). Incoming jobs ignore unknown fields; new fields are optional and default-valued, so the
-original's messages keep working both ways. Encoders and decoders are made once. This module is a
-leaf: it knows nothing of dsw but the wire.
+original's messages keep working both ways. Encoders and decoders are made once, and this is the one
+place where msgspec's errors become UnreadableMessage. This module is a leaf: it knows nothing of
+dsw but the wire.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import re
 from typing import Annotated, Any
 
@@ -84,10 +86,35 @@ class Finished(Wire, omit_defaults=True):
 
 _encoder = msgspec.json.Encoder()
 _any_decoder = msgspec.json.Decoder()
+_running_decoder = msgspec.json.Decoder(Running)
+_finished_decoder = msgspec.json.Decoder(Finished)
 
 
 def encode(message: Wire) -> bytes:
     return _encoder.encode(message)
+
+
+def decode_running(data: bytes) -> Running:
+    """A `running` message; UnreadableMessage when `data` is not one."""
+    try:
+        return _running_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise UnreadableMessage(f"not a running message: {exc}") from exc
+
+
+def decode_finished(data: bytes) -> Finished:
+    """A `finished` message; UnreadableMessage when `data` is not one. msgspec refuses a lone
+    surrogate escape (`\\ud800`), which other writers of JSON produce: the standard library
+    reads those (the strings then hold lone surrogates, which no UTF-8 can hold: their reader
+    replaces them)."""
+    try:
+        return _finished_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        try:
+            return msgspec.convert(json.loads(data), type=Finished)
+        except (ValueError, RecursionError, msgspec.ValidationError):
+            pass
+        raise UnreadableMessage(f"not a finished message: {exc}") from exc
 
 
 def decode_json(data: bytes) -> Any:
@@ -132,7 +159,8 @@ def fit(message: Finished, max_bytes: int, stderr_tail: int = 0) -> bytes:
 
 def fitted(message: Finished, max_bytes: int, stderr_tail: int = 0) -> Finished:
     """`message`, its stdout and stderr trimmed (and flagged) so that it encodes within
-    `max_bytes`; the last `stderr_tail` characters of stderr are kept whole.
+    `max_bytes`; the last `stderr_tail` characters of stderr are kept whole, and when what comes
+    before them is cut, they start on a line of their own.
 
     JSON escaping can take six bytes for one character, so the budget is counted in encoded bytes.
     """
@@ -152,11 +180,18 @@ def fitted(message: Finished, max_bytes: int, stderr_tail: int = 0) -> Finished:
     err_budget = max(budget - out_budget, 0)
     stdout = _prefix_within(stdout_cut, out_budget)
     stderr = _prefix_within(body_cut, err_budget)
+    stderr_cut = len(stderr) < len(body)
+    if tail and stderr_cut:
+        # The tail starts a line of its own: what is kept of the body ends its line (a newline
+        # takes two bytes in JSON).
+        stderr = _prefix_within(body_cut, max(err_budget - 2, 0))
+        if stderr and not stderr.endswith("\n"):
+            stderr += "\n"
     trimmed = msgspec.structs.replace(
         results,
         stdout=stdout,
         stderr=stderr + tail,
         stdout_truncated=results.stdout_truncated or len(stdout) < len(results.stdout),
-        stderr_truncated=results.stderr_truncated or len(stderr) < len(body),
+        stderr_truncated=results.stderr_truncated or stderr_cut,
     )
     return msgspec.structs.replace(message, script_results=trimmed)

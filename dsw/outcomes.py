@@ -39,16 +39,19 @@ def accepted(job_id: str, outcome: ScriptOutcome, settings: Settings) -> Finishe
 
 def _with_note(stderr: str, note: str, cap_bytes: int) -> tuple[str, bool, int]:
     """`stderr` with `note` at its end on a line of its own, within `cap_bytes` (UTF-8); whether
-    the script's stderr had to be cut for it; the note's length as appended."""
+    the script's stderr had to be cut for it; the note's length. The newline that ends the
+    script's last line belongs to stderr, before the note: `fitted` keeps it there when it cuts."""
     if not note:
         return stderr, False, 0
-    if stderr and not stderr.endswith("\n"):
-        note = "\n" + note
     room = cap_bytes - len(note.encode())
-    body = stderr.encode()
-    if len(body) <= room:
-        return stderr + note, False, len(note)
-    return body[: max(room, 0)].decode("utf-8", "ignore") + note, True, len(note)
+    body = stderr if not stderr or stderr.endswith("\n") else stderr + "\n"
+    if len(body.encode()) <= room:
+        return body + note, False, len(note)
+    # Cut, wherever it falls (mid-line, mid-character), what is kept still ends its line.
+    kept = stderr.encode()[: max(room - 1, 0)].decode("utf-8", "ignore")
+    if kept and not kept.endswith("\n"):
+        kept += "\n"
+    return kept + note, True, len(note)
 
 
 def rejected(job_id: str, reason: str, worker_id: str) -> Finished:

@@ -15,7 +15,9 @@ from dsw.messages import (
     JobStatus,
     Running,
     ScriptResults,
+    decode_finished,
     decode_json,
+    decode_running,
     encode,
     fit,
     validate_job_id,
@@ -65,6 +67,26 @@ def test_what_cannot_be_read_is_unreadable_message(data: bytes) -> None:
 
 
 @pytest.mark.parametrize(
+    "data",
+    [b"{not json", b"", b"[" * 100_000 + b"]" * 100_000, b'{"jobId": 1}', b'"\xff"', b"[]"],
+)
+def test_an_outcome_that_cannot_be_read_is_unreadable_message(data: bytes) -> None:
+    with pytest.raises(UnreadableMessage):
+        decode_running(data)
+    with pytest.raises(UnreadableMessage):
+        decode_finished(data)
+
+
+def test_outcomes_are_read_as_the_worker_writes_them() -> None:
+    assert decode_running(encode(Running(job_id=JOB_ID))) == Running(job_id=JOB_ID)
+    results = ScriptResults(finished_with=FinishedWith.FAILED, stdout="o", stderr="e", exit_code=3)
+    finished = Finished(job_id=JOB_ID, status=JobStatus.ACCEPTED, script_results=results)
+    assert decode_finished(encode(finished)) == finished
+    # Unknown fields (a newer worker's) are ignored.
+    assert decode_running(f'{{"jobId": "{JOB_ID}", "new": [1]}}'.encode()).job_id == JOB_ID
+
+
+@pytest.mark.parametrize(
     "job_id",
     [JOB_ID + "\n", " " + JOB_ID, JOB_ID.replace("-", ""), "../../containers/x", "", None, 42],
 )
@@ -89,16 +111,36 @@ def test_finished_is_trimmed_to_fit_after_json_escaping(character: str) -> None:
     assert set(decoded["scriptResults"]["stdout"]) == {character}
 
 
-def test_a_stderr_tail_survives_trimming() -> None:
+@pytest.mark.parametrize("body", ["e" * 300_000, "a line\n" * 50_000])
+def test_a_stderr_tail_survives_trimming_on_a_line_of_its_own(body: str) -> None:
     note = "dsw: stdout passed the 256 KiB output limit; the script was stopped\n"
     results = ScriptResults(
-        finished_with=FinishedWith.FAILED, stdout="o" * 300_000, stderr="e" * 300_000 + note
+        finished_with=FinishedWith.FAILED, stdout="o" * 300_000, stderr=body + note
     )
     message = Finished(job_id=JOB_ID, status=JobStatus.ACCEPTED, script_results=results)
-    data = fit(message, 100_000, stderr_tail=len(note))
-    assert len(data) <= 100_000
-    decoded = msgspec.json.decode(data)["scriptResults"]
-    assert decoded["stderr"].endswith("e" + note)
-    assert decoded["stderrTruncated"] is True
+    for max_bytes in range(100_000, 100_008):  # every cut within "a line\n"
+        data = fit(message, max_bytes, stderr_tail=len(note))
+        assert len(data) <= max_bytes
+        decoded = msgspec.json.decode(data)["scriptResults"]
+        assert decoded["stderrTruncated"] is True
+        stderr = decoded["stderr"]
+        # Whatever was cut, the note starts a line, and no blank line comes before it.
+        assert stderr.endswith("\n" + note)
+        kept = stderr[: -len(note) - 1]
+        assert kept
+        assert body.startswith(kept)
+        assert not kept.endswith("\n")
     small = fit(message, 100_000)  # without a tail, stderr is cut from the end
     assert not msgspec.json.decode(small)["scriptResults"]["stderr"].endswith(note)
+
+
+def test_an_uncut_stderr_is_left_as_it_is() -> None:
+    note = "dsw: the script passed its 1 s time limit and was stopped\n"
+    results = ScriptResults(
+        finished_with=FinishedWith.FAILED, stdout="o" * 300_000, stderr="short\n" + note
+    )
+    message = Finished(job_id=JOB_ID, status=JobStatus.ACCEPTED, script_results=results)
+    decoded = msgspec.json.decode(fit(message, 100_000, stderr_tail=len(note)))["scriptResults"]
+    assert decoded["stderr"] == "short\n" + note
+    assert decoded["stderrTruncated"] is False
+    assert decoded["stdoutTruncated"] is True
