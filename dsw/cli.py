@@ -28,7 +28,7 @@ from dsw.preflight import preflight
 from dsw.reaper import reap
 from dsw.sandbox import ScriptOutcome, run_script
 from dsw.sandbox_types import load_sandbox_type
-from dsw.terminal import write_output
+from dsw.terminal import neutralised, write_output
 
 
 def _seconds(text: str) -> float:
@@ -92,7 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--sandbox", help="sandbox type (default: as for `dsw run`)")
     submit.add_argument("--nuget-config", type=Path, help="NuGet.Config sent with every job")
     submit.add_argument("--stdin", type=Path, help="file fed to every script's standard input")
-    submit.add_argument("--timeout", type=_seconds, help="give up waiting after S seconds (exit 2)")
+    submit.add_argument(
+        "--timeout",
+        type=_seconds,
+        help="give up after S seconds, publishing included (exit 2)",
+    )
     submit.add_argument("--no-wait", action="store_true", help="publish, print the job ids, exit")
     submit.add_argument("--json", action="store_true", help="one `finished` JSON line per job")
     submit.add_argument("--raw", action="store_true", help=RAW_HELP)
@@ -100,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
         "--junit",
         type=Path,
         metavar="FILE",
-        help="write a JUnit XML report to FILE, however the wait ends (timeout, Ctrl-C too)",
+        help="write a JUnit XML report to FILE, however the run ends (timeout, Ctrl-C too)",
     )
     submit.add_argument(
         "--suite", default="dsw", help="the report's testsuite name (default: %(default)s)"
@@ -132,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.SUCCEEDED
     except* DswError as group:
         for error in _leaves(group):
-            print(f"dsw: {error}", file=sys.stderr)
+            # Errors name files (a script's name is untrusted): shown as text, never sequences.
+            print(f"dsw: {neutralised(str(error))}", file=sys.stderr)
     return exit_codes.USAGE
 
 

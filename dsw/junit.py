@@ -3,8 +3,9 @@
 The dialect is the one most CI servers read, the Jenkins xUnit plugin's junit-10.xsd (pytest's
 too): `<testsuites>` around one `<testsuite>` that carries the counts, timestamp and hostname; each
 `<testcase>` is named by the script's path, classed by its sandbox type, timed by its run.
-SUCCEEDED passes; FAILED and TIME_LIMIT_EXCEEDED are `<failure>`s; REJECTED and a job with no result
-are `<error>`s; the script's output goes to `<system-out>` / `<system-err>`.
+SUCCEEDED passes; FAILED and TIME_LIMIT_EXCEEDED are `<failure>`s; REJECTED, a job with no result
+and a script never published are `<error>`s; the script's output goes to `<system-out>` /
+`<system-err>`.
 
 A script's output is untrusted and XML 1.0 cannot hold every character: those it cannot (NUL and the
 other C0 controls but tab, newline and CR; lone surrogates; U+FFFE, U+FFFF), and DEL and the C1
@@ -48,12 +49,15 @@ class Case:
     finished: Finished | None
     time_s: float  # the run's duration, so far or in all; 0 if it never ran
     missing: str = ""  # why there is no result, e.g. "no result within 30 s"
+    published: bool = True  # False: the run ended before the job was sent
 
 
 def verdict(case: Case) -> tuple[str, str, str] | None:
     """None for a pass, else (element, type, message): `failure` for a script that ran and did
     not succeed, `error` for one that was not run or whose result never came."""
     finished = case.finished
+    if finished is None and not case.published:
+        return "error", "NOT_PUBLISHED", case.missing or "not published"
     if finished is None:
         return "error", "NO_RESULT", case.missing or "no result"
     results = finished.script_results

@@ -3,14 +3,17 @@
 The outcome topics are read without a consumer group, from the moment before the first job is
 published, so no other consumer (the scheduler's group among them) is disturbed. Progress goes to
 stderr (a live table on a terminal, plain lines otherwise); then each script's output under its
-heading, and a summary. With `--junit`, a JUnit XML report is written at the end, however the wait
-ended: all done, `--timeout`, a broker error, or SIGINT/SIGTERM (then exit 130).
+heading, and a summary. `--timeout` bounds the whole run, publishing included (a producer retries
+forever while the broker is away). With `--junit`, a JUnit XML report is written at the end,
+however the run ended: all done, `--timeout`, a broker error, SIGINT/SIGTERM (then exit 130), or an
+error of dsw's own; a script not published by then is an error in it too.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import math
 import os
 import re
 import signal
@@ -30,10 +33,10 @@ from rich.text import Text
 
 from dsw import exit_codes, junit
 from dsw.config import Settings
-from dsw.errors import DswError, InvalidInput
+from dsw.errors import DswError, InvalidInput, KafkaUnavailable, UnreadableMessage
 from dsw.job_files import jobs_from_files
 from dsw.kafka import Kafka, Reader, create_topics, open_kafka, open_reader
-from dsw.messages import Finished, FinishedWith, JobStatus, Running
+from dsw.messages import Finished, FinishedWith, JobStatus, decode_finished, decode_running
 from dsw.sandbox_types import load_sandbox_type
 from dsw.terminal import neutralised, write_output
 
@@ -45,12 +48,13 @@ class State(enum.Enum):
 
 
 class Ending(enum.Enum):
-    """How the wait for the outcomes ended."""
+    """How the run ended."""
 
     DONE = "done"
     TIMED_OUT = "timed out"
     INTERRUPTED = "interrupted"
     BROKER_ERROR = "broker error"
+    FAILED = "failed"  # an error of dsw's own, raised on after the report is written
 
 
 @dataclass
@@ -107,7 +111,7 @@ class _Run:
 
     submissions: list[Submission]
     ending: Ending = Ending.INTERRUPTED  # until the wait says otherwise
-    trouble: str = ""  # the broker error, for BROKER_ERROR
+    trouble: str = ""  # the broker error (BROKER_ERROR), or dsw's own (FAILED)
     timestamp: datetime = field(default_factory=datetime.now)
     started_at: float = field(default_factory=time.monotonic)
 
@@ -116,6 +120,9 @@ class _Run:
 
     def waiting(self) -> int:
         return sum(s.finished is None for s in self.published())
+
+    def unpublished(self) -> int:
+        return len(self.submissions) - len(self.published())
 
 
 def exit_code(submissions: list[Submission]) -> int:
@@ -175,8 +182,9 @@ def _check_report_path(path: Path) -> None:
 
 async def submit(settings: Settings, options: SubmitOptions) -> int:
     """Check every job as the worker would (InvalidInput before anything is published), publish,
-    then wait (unless --no-wait) within options.timeout_s; returns the exit code. SIGINT and
-    SIGTERM cut the publishing or the wait short: what is known is reported, and it returns 130."""
+    then wait (unless --no-wait), all within options.timeout_s; returns the exit code. SIGINT and
+    SIGTERM cut the publishing or the wait short: what is known is reported, and it returns 130.
+    Any other error is raised, after the JUnit report is written."""
     async with trio.open_nursery() as nursery:
         interrupts = _Interrupts()
         await nursery.start(interrupts.serve)
@@ -198,18 +206,58 @@ async def _submit(settings: Settings, options: SubmitOptions, work: trio.CancelS
     topic = settings.pending_topic_prefix + options.sandbox
     if not options.wait:
         return await _publish_only(settings, options, work, topic, run.submissions)
-    with work:
+    report_written = options.junit is None
+    try:
         try:
-            async with open_kafka(settings, wait_s=settings.kafka_timeout_s) as kafka:
-                outcome_topics = [settings.running_topic, settings.finished_topic]
-                await create_topics(settings.kafka_broker_url, outcome_topics)
-                async with open_reader(kafka, outcome_topics) as reader:
-                    run.timestamp, run.started_at = datetime.now(), time.monotonic()
-                    await _publish_all(kafka, topic, run.submissions)
-                    await _wait_all(settings, options, reader, run)
-        except DswError as exc:
-            run.ending, run.trouble = Ending.BROKER_ERROR, str(exc)
-    return _finish(options, run)
+            with work, trio.move_on_after(options.timeout_s or math.inf) as bounded:
+                await _publish_and_wait(settings, options, run, topic)
+                run.ending = Ending.DONE
+        except* DswError as group:
+            run.ending, run.trouble = Ending.BROKER_ERROR, _described(group)
+        if bounded.cancelled_caught:
+            run.ending = Ending.TIMED_OUT
+    except Exception as exc:
+        run.ending, run.trouble = Ending.FAILED, _described(exc)
+        raise
+    finally:
+        # However the run ended, CI gets its report: written first, as CI needs it most.
+        if not report_written:
+            report_written = _write_junit(options, run)
+    return _finish(options, run, report_written)
+
+
+def _described(exc: BaseException) -> str:
+    """An error for a report: dsw's own say what happened; others also say what they are."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_described(inner) for inner in exc.exceptions)
+    return str(exc) if isinstance(exc, DswError) else f"{type(exc).__name__}: {exc}"
+
+
+async def _publish_and_wait(
+    settings: Settings, options: SubmitOptions, run: _Run, topic: str
+) -> None:
+    async with open_kafka(settings, wait_s=settings.kafka_timeout_s) as kafka:
+        outcome_topics = [settings.running_topic, settings.finished_topic]
+        await _create_topics(settings, outcome_topics)
+        async with open_reader(kafka, outcome_topics) as reader:
+            run.timestamp, run.started_at = datetime.now(), time.monotonic()
+            await _publish_all(kafka, topic, run.submissions)
+            await _wait_all(settings, options, reader, run)
+
+
+async def _create_topics(settings: Settings, topics: list[str]) -> None:
+    """Create the missing outcome topics with the worker's layout (WORKER_TOPIC_PARTITIONS,
+    WORKER_TOPIC_REPLICATION_FACTOR). A broker that refuses is a warning, as for the worker:
+    the topics may exist, or come, all the same."""
+    try:
+        await create_topics(
+            settings.kafka_broker_url,
+            topics,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+        )
+    except KafkaUnavailable as exc:
+        print(f"dsw submit: warning: {exc}; reading them if they exist", file=sys.stderr)
 
 
 async def _publish_only(
@@ -219,57 +267,92 @@ async def _publish_only(
     topic: str,
     submissions: list[Submission],
 ) -> int:
-    """--no-wait: publish, print the job ids (those published, if interrupted)."""
-    with work:
+    """--no-wait: publish (within --timeout), print the job ids (of those published, if cut
+    short)."""
+    with work, trio.move_on_after(options.timeout_s or math.inf) as bounded:
         async with open_kafka(settings, wait_s=settings.kafka_timeout_s) as kafka:
             await _publish_all(kafka, topic, submissions)
     for s in submissions:
         if s.published_at is not None:
             line = {"jobId": s.job_id, "path": s.name}
             print(json.dumps(line) if options.json_lines else s.job_id)
+    unpublished = sum(s.published_at is None for s in submissions)
     if work.cancelled_caught:
         print("dsw submit: interrupted while publishing", file=sys.stderr)
         return exit_codes.INTERRUPTED
+    if bounded.cancelled_caught:
+        print(
+            f"dsw submit: timed out after {options.timeout_s:g} s; "
+            f"{unpublished} job(s) not published",
+            file=sys.stderr,
+        )
+        return exit_codes.USAGE
     return exit_codes.SUCCEEDED
 
 
-def _finish(options: SubmitOptions, run: _Run) -> int:
-    """The JUnit report first (CI needs it most), then the terminal's; the exit code."""
-    report_failed = options.junit is not None and not _write_junit(options, run)
+def _finish(options: SubmitOptions, run: _Run, report_written: bool) -> int:
+    """The terminal's report (the JUnit one is written); the exit code."""
     _report(options, run)
-    waiting = run.waiting()
+    waiting, unpublished = run.waiting(), run.unpublished()
+    not_sent = f"; {unpublished} job(s) not published" if unpublished else ""
     if run.ending is Ending.INTERRUPTED:
-        unpublished = len(run.submissions) - len(run.published())
         print(
             "dsw submit: interrupted"
             + (f"; {waiting} job(s) had no result yet (they still run)" if waiting else "")
-            + (f"; {unpublished} job(s) not published" if unpublished else ""),
+            + not_sent,
             file=sys.stderr,
         )
         return exit_codes.INTERRUPTED
     if run.ending is Ending.BROKER_ERROR:
-        print(f"dsw: {run.trouble}", file=sys.stderr)
+        print(f"dsw: {run.trouble}{not_sent}", file=sys.stderr)
         return exit_codes.USAGE
     if run.ending is Ending.TIMED_OUT:
         print(
-            f"dsw submit: timed out after {options.timeout_s:g} s waiting for {waiting} job(s)",
+            f"dsw submit: timed out after {options.timeout_s:g} s waiting for {waiting} job(s)"
+            + not_sent,
             file=sys.stderr,
         )
         return exit_codes.USAGE
-    return exit_codes.USAGE if report_failed else exit_code(run.submissions)
+    return exit_code(run.submissions) if report_written else exit_codes.USAGE
 
 
 def _write_junit(options: SubmitOptions, run: _Run) -> bool:
+    """The report of every script, published or not; False (said on stderr) if it could not be
+    written."""
     assert options.junit is not None
     now = time.monotonic()
-    missing = {
-        Ending.TIMED_OUT: f"no result within {options.timeout_s or 0:g} s",
-        Ending.INTERRUPTED: f"interrupted after {now - run.started_at:.1f} s with no result",
-        Ending.BROKER_ERROR: f"no result: {run.trouble}",
-    }.get(run.ending, "no result")
+    after = f"{now - run.started_at:.1f} s"
+    # Why a job has no result: (published, not published).
+    no_result, not_published = {
+        Ending.TIMED_OUT: (
+            f"no result within {options.timeout_s or 0:g} s",
+            f"not published within {options.timeout_s or 0:g} s",
+        ),
+        Ending.INTERRUPTED: (
+            f"interrupted after {after} with no result",
+            f"interrupted after {after}, before it was published",
+        ),
+        Ending.BROKER_ERROR: (f"no result: {run.trouble}", f"not published: {run.trouble}"),
+        Ending.FAILED: (
+            f"no result: dsw submit failed: {run.trouble}",
+            f"not published: dsw submit failed: {run.trouble}",
+        ),
+    }.get(run.ending, ("no result", "not published"))
+
+    def missing(s: Submission) -> str:
+        return no_result if s.published_at is not None else not_published
+
     cases = [
-        junit.Case(s.name, options.sandbox, s.job_id, s.finished, s.run_time_s(now), missing)
-        for s in run.published()
+        junit.Case(
+            s.name,
+            options.sandbox,
+            s.job_id,
+            s.finished,
+            s.run_time_s(now),
+            missing(s),
+            published=s.published_at is not None,
+        )
+        for s in run.submissions
     ]
     document = junit.report(
         options.suite, cases, timestamp=run.timestamp, time_s=now - run.started_at
@@ -303,10 +386,10 @@ async def _publish_all(kafka: Kafka, topic: str, submissions: list[Submission]) 
 
 
 async def _wait_all(settings: Settings, options: SubmitOptions, reader: Reader, run: _Run) -> None:
-    """Follow `running` and `finished` until every job is done, or the timeout comes first."""
+    """Follow `running` and `finished` until every job is done (the caller's deadline bounds it)."""
     by_id = {s.job_id: s for s in run.submissions}
     progress = _Progress(options, run.submissions)
-    with progress, trio.move_on_after(options.timeout_s or float("inf")) as waiting:
+    with progress:
         while any(s.finished is None for s in run.submissions):
             for record in await reader.take(0.25):
                 submission = by_id.get((record.key or b"").decode(errors="replace"))
@@ -315,35 +398,21 @@ async def _wait_all(settings: Settings, options: SubmitOptions, reader: Reader, 
                 _apply(settings, submission, record.topic, record.value or b"")
                 progress.changed(submission)
             progress.refresh()
-    # Not reached when interrupted: the run's ending stays INTERRUPTED.
-    run.ending = Ending.TIMED_OUT if waiting.cancelled_caught else Ending.DONE
-
-
-def decode_finished(value: bytes) -> Finished:
-    """A `finished` message. msgspec refuses a lone surrogate escape (`\\ud800`), which other
-    writers of JSON produce: the standard library reads those. Raises msgspec.DecodeError."""
-    try:
-        return msgspec.json.decode(value, type=Finished)
-    except msgspec.DecodeError:
-        try:
-            return msgspec.convert(json.loads(value), type=Finished)
-        except (ValueError, RecursionError, msgspec.ValidationError):
-            pass
-        raise
 
 
 def _apply(settings: Settings, submission: Submission, topic: str, value: bytes) -> None:
     now = time.monotonic()
     try:
         if topic == settings.running_topic:
-            msgspec.json.decode(value, type=Running)
+            decode_running(value)
             submission.state, submission.started_at = State.RUNNING, now
         else:
             submission.finished = decode_finished(value)
             submission.raw_finished = value
             submission.state, submission.finished_at = State.DONE, now
-    except msgspec.DecodeError as exc:
-        print(f"dsw submit: unreadable message on {topic}: {exc}", file=sys.stderr)
+    except UnreadableMessage as exc:
+        shown = neutralised(str(exc))
+        print(f"dsw submit: unreadable message on {topic}: {shown}", file=sys.stderr)
 
 
 def _console(file: TextIO | None = None) -> Console:
@@ -371,7 +440,7 @@ class _Progress:
             self.live.__enter__()
         elif not self.quiet:
             for s in self.submissions:
-                print(f"queued   {s.name} job={s.job_id}", file=sys.stderr)
+                print(f"queued   {neutralised(s.name)} job={s.job_id}", file=sys.stderr)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -384,8 +453,9 @@ class _Progress:
         elif not self.quiet and not self.live:
             elapsed = submission.elapsed_s(time.monotonic())
             state = submission.outcome() if submission.finished else submission.state.value
+            name = neutralised(submission.name)
             print(
-                f"{state:<8} {submission.name} job={submission.job_id} elapsed={elapsed:.1f}s",
+                f"{state:<8} {name} job={submission.job_id} elapsed={elapsed:.1f}s",
                 file=sys.stderr,
             )
 

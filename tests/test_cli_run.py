@@ -133,3 +133,25 @@ async def test_output_on_a_terminal_is_neutralised_unless_raw(
     # A pipe gets the bytes as they are.
     piped = await dsw_run(settings, str(tmp_path / "hostile.sh"))
     assert piped.stdout == b"title\x1b]0;pwned\x07 clear\x1b[2J bell\x07 cr\rover\tend\n"
+
+
+async def test_stderr_and_file_names_on_a_terminal_are_neutralised(
+    docker: DockerClient, settings: Settings, tmp_path: Path
+) -> None:
+    # The script's stderr: escape sequences, and the text `\x1b`, which must not look the same.
+    script = tmp_path / "stderr.sh"
+    script.write_text("printf 'err\\033]0;pwned\\007 \\033[2J lit\\\\x1b\\n' >&2\nexit 1\n")
+    argv = [sys.executable, "-m", "dsw", "run", str(script)]
+    code, shown = await run_on_terminal(argv, environment_of(settings))
+    assert code == 1
+    assert b"\x1b" not in shown
+    assert b"\x07" not in shown
+    assert b"err\\x1b]0;pwned\\x07 \\x1b[2J lit\\\\x1b" in shown
+    # A file's name in dsw's own error line.
+    evil = tmp_path / "evil\x1b]0;pwned\x07\u202e.sh"
+    code, shown = await run_on_terminal(
+        [sys.executable, "-m", "dsw", "run", str(evil)], environment_of(settings)
+    )
+    assert code == 2
+    assert b"\x1b" not in shown
+    assert b"evil\\x1b]0;pwned\\x07\\u202e.sh" in shown

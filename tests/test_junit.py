@@ -18,8 +18,8 @@ import pytest
 from junitparser import Error, Failure, TestSuite, xunit2
 
 from dsw import junit
-from dsw.messages import Finished, FinishedWith, JobStatus, ScriptResults
-from dsw.submit import decode_finished
+from dsw.errors import UnreadableMessage
+from dsw.messages import Finished, FinishedWith, JobStatus, ScriptResults, decode_finished
 
 # junit-10.xsd's content model (Jenkins xUnit plugin; pytest validates its own reports against
 # it): the children each element may have, in this order, and the attributes it must have.
@@ -149,11 +149,20 @@ def test_every_outcome(tmp_path: Path) -> None:
             0.0,
         ),
         junit.Case("lost.sh", SHELL, "id-lost", None, 0.0, "no result within 30 s"),
+        junit.Case(
+            "unsent.sh",
+            SHELL,
+            "id-unsent",
+            None,
+            0.0,
+            "not published within 30 s",
+            published=False,
+        ),
     ]
     suite = write(tmp_path, cases, suite="scripts")
-    assert (suite.name, suite.tests, suite.failures, suite.errors) == ("scripts", 6, 3, 2)
+    assert (suite.name, suite.tests, suite.failures, suite.errors) == ("scripts", 7, 3, 3)
     assert suite.time == 12.5
-    ok, failing, oom, slow, large, lost = list(suite)
+    ok, failing, oom, slow, large, lost, unsent = list(suite)
     assert [case.name for case in suite] == [c.name for c in cases]
     assert {case.classname for case in suite} == {SHELL}
     assert ok.is_passed
@@ -183,6 +192,10 @@ def test_every_outcome(tmp_path: Path) -> None:
     assert isinstance(missing, Error)
     assert (missing.type, missing.message) == ("NO_RESULT", "no result within 30 s")
     assert missing.text == "job id-lost"
+    [never_sent] = unsent.result
+    assert isinstance(never_sent, Error)
+    assert (never_sent.type, never_sent.message) == ("NOT_PUBLISHED", "not published within 30 s")
+    assert unsent.time == 0
 
 
 def test_an_empty_report_is_valid(tmp_path: Path) -> None:
@@ -271,7 +284,7 @@ def test_the_report_is_replaced_whole_or_not_at_all(
 def test_decode_finished_reads_what_msgspec_refuses() -> None:
     plain = decode_finished(b'{"jobId": "j", "status": "REJECTED", "rejectionReason": "x"}')
     assert plain.rejection_reason == "x"
-    with pytest.raises(msgspec.DecodeError):  # readable, but not a `finished`
+    with pytest.raises(UnreadableMessage):  # readable, but not a `finished`
         decode_finished(b'{"jobId": "j", "status": "ACCEPTED", "scriptResults": "\\ud800"}')
-    with pytest.raises(msgspec.DecodeError):
+    with pytest.raises(UnreadableMessage):
         decode_finished(b"not json")

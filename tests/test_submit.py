@@ -10,14 +10,17 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import trio
 
+import dsw.submit
 from dsw.config import Settings, environment_of
 from dsw.docker import DockerClient
-from dsw.kafka import Kafka
+from dsw.kafka import Kafka, topic_partitions
+from dsw.submit import SubmitOptions, submit
 from tests.conftest import TEST_SCRIPTS, configure
 from tests.terminals import run_on_terminal
 from tests.test_cli_run import HOSTILE
@@ -98,6 +101,89 @@ async def test_timeout_of_the_wait_exits_2(
     assert b"timed out" in result.stderr
 
 
+async def test_outcome_topics_get_the_worker_s_layout_and_a_refusal_is_a_warning(
+    kafka: Kafka, settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    script = write(tmp_path, "nobody.sh", "echo\n")
+    ws = worker_settings(settings, topic_prefix, topic_partitions=3)  # no worker serves these
+    result = await dsw_submit(ws, script, "--sandbox", SHELL, "--timeout", "3")
+    assert result.returncode == 2
+    topics = await topic_partitions(ws.kafka_broker_url, topic_prefix)
+    assert (topics[ws.running_topic], topics[ws.finished_topic]) == (3, 3)
+    # One broker cannot hold three replicas: the broker refuses, submit says so and carries on.
+    refused = worker_settings(settings, topic_prefix + "r-", topic_replication_factor=3)
+    report = tmp_path / "report.xml"
+    args = ["--sandbox", SHELL, "--timeout", "3", "--junit", str(report)]
+    result = await dsw_submit(refused, script, *args)
+    assert result.returncode == 2
+    assert b"dsw submit: warning: topics not created" in result.stderr
+    assert b"replication factor of 3" in result.stderr
+    assert b"Traceback" not in result.stderr
+    [case] = list(read_report(report))
+    assert case.result[0].type in ("NO_RESULT", "NOT_PUBLISHED")
+
+
+async def test_the_whole_run_is_bounded_by_the_timeout_and_reported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # No broker at all, and a Kafka timeout far beyond --timeout: --timeout ends it all the same.
+    nowhere = configure(settings, kafka_broker_url=f"127.0.0.1:{free_port()}", kafka_timeout_s=600)
+    one, two = write(tmp_path, "one.sh", "echo\n"), write(tmp_path, "two.sh", "echo\n")
+    report = tmp_path / "report.xml"
+    with trio.fail_after(120):
+        result = await dsw_submit(
+            nowhere, one, two, "--sandbox", SHELL, "--timeout", "2", "--junit", str(report)
+        )
+        no_wait = await dsw_submit(nowhere, one, "--sandbox", SHELL, "--timeout", "2", "--no-wait")
+    assert result.returncode == 2
+    assert b"timed out after 2 s waiting for 0 job(s); 2 job(s) not published" in result.stderr
+    suite = read_report(report)
+    assert (suite.tests, suite.errors) == (2, 2)
+    for case, path in zip(suite, (one, two), strict=True):
+        assert case.name == path
+        [error] = case.result
+        assert (error.type, error.message) == ("NOT_PUBLISHED", "not published within 2 s")
+    assert (no_wait.returncode, no_wait.stdout) == (2, b"")
+    assert b"timed out after 2 s; 1 job(s) not published" in no_wait.stderr
+
+
+async def test_a_publish_that_never_ends_is_bounded_by_the_timeout(
+    kafka: Kafka, settings: Settings, topic_prefix: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    # A broker that went away after the connection: Kafka.publish retries, forever.
+    async def retrying_forever(*_: object, **__: object) -> None:
+        await trio.sleep_forever()
+
+    monkeypatch.setattr(Kafka, "publish", retrying_forever)
+    ws = worker_settings(settings, topic_prefix)
+    report = tmp_path / "report.xml"
+    options = SubmitOptions(
+        paths=[write(tmp_path, "a.sh", "echo\n")], sandbox=SHELL, timeout_s=3, junit=report
+    )
+    assert await submit(ws, options) == 2
+    [case] = list(read_report(report))
+    [error] = case.result
+    assert (error.type, error.message) == ("NOT_PUBLISHED", "not published within 3 s")
+
+
+async def test_an_error_of_dsw_s_own_still_writes_the_report(
+    settings: Settings, tmp_path: Path, monkeypatch: Any
+) -> None:
+    async def failing(*_: object) -> None:
+        await trio.lowlevel.checkpoint()
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(dsw.submit, "_publish_and_wait", failing)
+    report = tmp_path / "report.xml"
+    options = SubmitOptions(paths=[write(tmp_path, "a.sh", "echo\n")], sandbox=SHELL, junit=report)
+    with pytest.RaisesGroup(RuntimeError, allow_unwrapped=True, flatten_subgroups=True):
+        await submit(settings, options)
+    [case] = list(read_report(report))
+    [error] = case.result
+    assert error.type == "NOT_PUBLISHED"
+    assert error.message == "not published: dsw submit failed: RuntimeError: boom"
+
+
 async def test_unreadable_file_exits_2(settings: Settings) -> None:
     result = await dsw_submit(settings, "/nonexistent/script.csx")
     assert result.returncode == 2
@@ -146,6 +232,25 @@ async def test_output_and_names_on_a_terminal_are_shown_as_text(
     assert b"\x1b[2J" not in shown
     assert b"title\\x1b]0;pwned\\x07" in shown
     assert b"[red]odd.sh" in shown  # the name as it is, not rich markup
+
+
+async def test_plain_progress_on_a_terminal_shows_names_and_stderr_as_text(
+    ws: Settings, tmp_path: Path
+) -> None:
+    # TTY_COMPATIBLE=0: rich takes the terminal for a file and prints plain progress lines, which
+    # still reach the terminal; so do the script's stderr and its file's name.
+    script = write(tmp_path, "evil\x1b]0;pwned\x07\u202e.sh", "printf 'err\\033[2J\\n' >&2\n")
+    argv = [sys.executable, "-m", "dsw", "submit", script, "--sandbox", SHELL]
+    env = {**environment_of(ws), "TTY_COMPATIBLE": "0", "COLUMNS": "250"}
+    code, shown = await run_on_terminal(argv, env)
+    assert code == 0, shown
+    assert b"\x1b" not in shown
+    assert b"\x07" not in shown
+    assert "\u202e".encode() not in shown
+    name = b"evil\\x1b]0;pwned\\x07\\u202e.sh"
+    assert b"queued   " + str(tmp_path).encode() + b"/" + name in shown
+    assert b"SUCCEEDED " + str(tmp_path).encode() + b"/" + name in shown
+    assert b"err\\x1b[2J" in shown
 
 
 # Under the ws worker's 200 bytes: NUL, invalid UTF-8, a CDATA end, escape codes, on both streams.
