@@ -24,15 +24,14 @@ import httpx
 from dsw import kafka
 from dsw.cli import main
 
-_ID = re.compile(r"/containers/[^/]+")
+_ID = re.compile(r"^/(containers|volumes|networks)/(?!create$|json$|prune$)[^/]+")
 _VERSION = re.compile(r"^/v\d+\.\d+")
 
 
 def endpoint(method: str, path: str) -> str:
-    """`POST /containers/{id}/start` for `POST /v1.41/containers/3f2a.../start`."""
-    path = _VERSION.sub("", path)
-    if not path.startswith("/containers/create") and not path.startswith("/containers/json"):
-        path = _ID.sub("/containers/{id}", path)
+    """`POST /containers/{id}/start` for `POST /v1.41/containers/3f2a.../start` (volumes and
+    networks by name alike)."""
+    path = _ID.sub(r"/\1/{id}", _VERSION.sub("", path))
     return f"{method} {path}"
 
 
