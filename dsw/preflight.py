@@ -33,8 +33,41 @@ from dsw.sandbox_types import SandboxType
 if TYPE_CHECKING:
     from dsw.egress.network import Egress
 
-# Exits 0 only where the kernel filters the process's system calls (seccomp mode 2).
-_SECCOMP_PROBE = ["sh", "-c", "grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status"]
+# The probe container's command (after dsw-entry, which passes its exit status on). It proves the
+# type's own profile applies, not merely some filter: io_uring_setup, which Docker's default
+# profile allows and dsw's removes, must fail with EPERM (1). perl (perl-base, Essential in every
+# Debian and Ubuntu image, so in every sandbox image) makes the raw call: the number 425 is the
+# same on x86_64 and aarch64. A few milliseconds in all.
+_SECCOMP_PROBE = [
+    "sh",
+    "-c",
+    "grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status || exit 3\n"
+    "command -v perl >/dev/null 2>&1 || exit 4\n"
+    'exec perl -e \'my $p = "\\0" x 120; $! = 0; my $r = syscall(425, 1, $p);'
+    " exit($r == -1 && $! == 1 ? 0 : 5)'",
+]
+# What a probe's exit status says (0: the profile applies; anything else refuses the type).
+_PROBE_REFUSALS = {
+    3: "a process in it runs under no seccomp filter (the runtime ignores the profile; gVisor "
+    "needs `--oci-seccomp`)",
+    4: "its image has no perl, which the probe needs to try a removed system call",
+    5: "io_uring_setup, which its profile removes, was not refused with EPERM: the container "
+    "runs under another seccomp filter than its profile",
+}
+
+
+def probe_refusal(sandbox: SandboxType, exit_code: int | None) -> str | None:
+    """None when the probe container's exit status shows the type's seccomp profile applied; else
+    why the type is refused (`exit_code` None: the probe did not end in time)."""
+    if exit_code == 0:
+        return None
+    why = (
+        "its probe did not end in time"
+        if exit_code is None
+        else _PROBE_REFUSALS.get(exit_code, f"its probe exited with {exit_code}")
+    )
+    return f"a {sandbox.name} container does not run under its seccomp profile: {why}"
+
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +113,9 @@ async def check_probe(
     egress: Egress | None = None,
 ) -> None:
     """Create a probe container with the job settings: LimitsNotEnforced if the daemon warns
-    that a requested limit would not hold; then check that it stores the type's seccomp profile
-    and that a process in it runs under a seccomp filter (NotConfinable otherwise)."""
+    that a requested limit would not hold; then check that it stores the type's seccomp profile,
+    that a process in it runs under a seccomp filter, and that the filter is the profile's: a
+    system call the profile removes fails with EPERM (NotConfinable otherwise)."""
     access = egress.access() if egress and sandbox.network == "egress" else None
     limits = JobLimits.defaults(settings)
     volume = new_volume_name()
@@ -107,10 +141,11 @@ async def check_probe(
                 f"the daemon cannot start a {sandbox.name} container with the seccomp profile "
                 f"{sandbox.seccomp} of {settings.sandbox_dir}: {exc.message}"
             ) from exc
+        exit_code = None
         with trio.move_on_after(settings.docker_timeout_s):
-            if await docker.container_wait(container) == 0:
-                return
-        raise NotConfinable(f"a {sandbox.name} container does not run under a seccomp filter")
+            exit_code = await docker.container_wait(container)
+        if refusal := probe_refusal(sandbox, exit_code):
+            raise NotConfinable(refusal)
     finally:
         if access is not None and egress is not None:
             egress.proxy.revoke(access.token)
