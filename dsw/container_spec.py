@@ -16,16 +16,14 @@ import os
 import socket
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
 from dsw.config import Settings
+from dsw.egress.access import EgressAccess
 from dsw.errors import ConfigError
 from dsw.sandbox_types import SandboxType
-
-if TYPE_CHECKING:
-    from dsw.egress.network import EgressAccess
 
 SCRIPT_DIR = "/tmp/script"
 HOME = "/home/sandbox"

@@ -38,7 +38,8 @@ from dsw.reaper import remove_sandbox
 from dsw.sandbox_types import SandboxType
 
 if TYPE_CHECKING:
-    from dsw.egress.network import Egress, EgressAccess
+    from dsw.egress.access import EgressAccess
+    from dsw.egress.network import Egress
 
 log = logging.getLogger(__name__)
 

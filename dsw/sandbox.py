@@ -48,7 +48,8 @@ from dsw.nursery import open_nursery
 from dsw.pool import WarmContainer
 
 if TYPE_CHECKING:
-    from dsw.egress.network import Egress, EgressAccess
+    from dsw.egress.access import EgressAccess
+    from dsw.egress.network import Egress
 from dsw.reaper import orphan_reason
 from dsw.sandbox_types import SandboxType
 

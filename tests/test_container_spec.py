@@ -3,6 +3,7 @@ sandboxes), the environment and limits it carries, and which daemon warnings ref
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -98,3 +99,24 @@ def test_the_checked_in_profile_is_what_its_generator_writes() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def imported_by(module: str) -> set[str]:
+    """Every dsw module `module` names in an import, TYPE_CHECKING ones too."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+    return {name for name in names if name.startswith("dsw")}
+
+
+def test_the_container_spec_is_below_the_egress_network() -> None:
+    """container_spec names what a container gets of the egress (a leaf) and nothing above it;
+    the package dsw.egress loads none of its modules."""
+    above = {"dsw.egress.network", "dsw.egress.proxy", "dsw.egress.policy", "dsw.egress.filter"}
+    assert imported_by("dsw.container_spec") & above == set()
+    assert imported_by("dsw.egress.access") == set()
+    assert imported_by("dsw.egress.__init__") == set()

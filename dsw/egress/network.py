@@ -25,6 +25,7 @@ from dsw.config import Settings
 from dsw.container_spec import owner_labels
 from dsw.docker.client import DockerClient, Json
 from dsw.egress import filter as packet_filter
+from dsw.egress.access import EgressAccess
 from dsw.egress.policy import EgressPolicy
 from dsw.egress.proxy import EgressProxy, proxy_environment
 from dsw.errors import DockerError, NotConfinable
@@ -32,16 +33,6 @@ from dsw.reaper import remove_network
 from dsw.sandbox_types import SandboxType
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EgressAccess:
-    """What one container gets: the network, and the proxy's variables with a token of its own."""
-
-    network: str
-    proxy_host: str
-    environment: dict[str, str]
-    token: str
 
 
 @dataclass(frozen=True)
