@@ -201,6 +201,19 @@ async def test_dev_shm_is_sized_and_counted_as_memory(
     full = await run(docker, small, "head -c 16777216 /dev/zero > /dev/shm/x; echo $?\n")
     assert full.stdout == "1\n"
     assert "No space left on device" in full.stderr
+    # What /dev/shm holds is the container's memory: the cgroup's high-water mark counts it...
+    burst = "head -c 41943040 /dev/zero > /dev/shm/x && rm /dev/shm/x && echo done\n"
+    held = await run(docker, settings, burst)
+    assert held.stdout == "done\n"
+    assert held.peak_memory_bytes is not None
+    assert held.peak_memory_bytes >= 40 * MiB
+    # ...and the memory limit, not the size of /dev/shm, stops a script that fills it.
+    roomy = configure(settings, shm_bytes=128 * MiB)
+    fill = "head -c 100663296 /dev/zero > /dev/shm/x; echo $?\n"
+    over = await run(docker, roomy, fill, memory_bytes=64 * MiB, timeout_s=60)
+    assert over.oom_killed
+    assert over.finished_with is FinishedWith.FAILED
+    assert "No space left on device" not in over.stderr
 
 
 async def test_no_network_in_a_none_sandbox(docker: DockerClient, settings: Settings) -> None:
