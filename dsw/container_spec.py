@@ -147,13 +147,21 @@ def pool_command(sandbox: SandboxType) -> list[str]:
     return ["--release", *sandbox.command]
 
 
+# IPv6 off in the container's own network namespace (every interface, and any made later):
+# the egress network's filter is IPv4 only, and with IPv6 a script would reach the host and the
+# other containers on the bridge at their fe80:: link-local addresses. Docker 20.10 switches it
+# off by itself on a network without IPv6; this does not depend on the daemon's version.
+IPV6_OFF = {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+
+
 def _network(sandbox: SandboxType, egress: EgressAccess | None) -> dict[str, Any]:
     """The container's network: none; the worker's egress network, whose only way out is the
-    worker's proxy (DNS goes nowhere: names are the proxy's to resolve); or Docker's bridge."""
+    worker's proxy (DNS goes nowhere: names are the proxy's to resolve), IPv4 only; or Docker's
+    bridge."""
     if sandbox.network == "egress":
         if egress is None:
             raise ConfigError(sandbox.name, "network = egress needs the worker's egress proxy")
-        return {"NetworkMode": egress.network, "Dns": [egress.proxy_host]}
+        return {"NetworkMode": egress.network, "Dns": [egress.proxy_host], "Sysctls": IPV6_OFF}
     return {"NetworkMode": "bridge" if sandbox.network else "none"}
 
 

@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
+
 from dsw.config import Settings
 from dsw.container_spec import JobLimits, container_config, unenforced
 from dsw.docker import DockerClient
+from dsw.egress.access import EgressAccess
 from dsw.messages import FinishedWith
 from dsw.sandbox_types import load_sandbox_type
 from tests.conftest import ROOT, TEST_SCRIPTS
@@ -99,6 +102,21 @@ def test_the_checked_in_profile_is_what_its_generator_writes() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_egress_container_is_ipv4_only(settings: Settings) -> None:
+    shell = load_sandbox_type(settings.sandbox_dir, "linux-amd64-shell")
+    egress = msgspec.structs.replace(shell, network="egress")
+    access = EgressAccess("dsw-egress-x", "172.30.0.1", {"http_proxy": "http://p"}, "t" * 32)
+    host = container_config(settings, egress, JobLimits.defaults(settings), JOB_ID, access)
+    assert host["HostConfig"]["NetworkMode"] == "dsw-egress-x"
+    assert host["HostConfig"]["Sysctls"] == {
+        "net.ipv6.conf.all.disable_ipv6": "1",
+        "net.ipv6.conf.default.disable_ipv6": "1",
+    }
+    assert "http_proxy=http://p" in host["Env"]
+    plain = container_config(settings, shell, JobLimits.defaults(settings), JOB_ID)
+    assert "Sysctls" not in plain["HostConfig"]  # NetworkMode none: only lo
 
 
 def imported_by(module: str) -> set[str]:

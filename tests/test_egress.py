@@ -7,6 +7,7 @@ addresses on this machine are targeted.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import socket
 import time
@@ -16,11 +17,15 @@ from pathlib import Path
 import pytest
 import trio
 
+from dsw import container_spec
 from dsw.config import Settings
 from dsw.docker import DockerClient
+from dsw.egress.network import network_name, open_egress
 from dsw.kafka import Kafka
 from dsw.messages import FinishedWith
+from dsw.sandbox import run_script
 from tests.conftest import configure
+from tests.sandbox_runs import request_for
 from tests.test_worker import count_finished, finished_of, stop
 from tests.workers import free_port, job, read_until, run_dsw, run_worker, worker_settings
 
@@ -206,3 +211,78 @@ async def test_the_network_and_its_filter_go_with_the_worker(
     assert await docker.networks_list([f"dsw.worker={worker.settings.worker_id}"]) == []
     rules = await trio.run_process(["iptables", "-S"], capture_stdout=True)
     assert b"DSW-dsweg" not in rules.stdout
+
+
+# The sandbox's IPv6 addresses, then a connection to the host's link-local address on the egress
+# network's bridge, tried for a while (a new address is usable only after duplicate detection).
+IPV6_CLIENT = r"""
+echo "ipv6 addresses $(wc -l < /proc/net/if_inet6)"
+perl -MIO::Socket::IP -e '
+    for (1 .. 40) {
+        if (IO::Socket::IP->new(PeerHost => $ARGV[0], PeerPort => $ARGV[1], Timeout => 2)) {
+            print "ipv6 connected\n"; exit;
+        }
+        select undef, undef, undef, 0.25;
+    }
+    print "ipv6 failed: $@\n";
+' "$0" "$1"
+"""
+
+
+def link_local_of(interface: str) -> str | None:
+    for line in Path("/proc/net/if_inet6").read_text().splitlines():
+        hexadecimal, *_, name = line.split()
+        if name == interface and hexadecimal.startswith("fe80"):
+            return str(ipaddress.IPv6Address(int(hexadecimal, 16)))
+    return None
+
+
+async def serve_on_every_ipv6_address(
+    port: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A stand-in for a host service on `::` (the worker's /metrics, a database)."""
+
+    async def answer(stream: trio.SocketStream) -> None:
+        async with stream:
+            await stream.send_all(b"host service\n")
+
+    listeners = await trio.open_tcp_listeners(port, host="::")
+    task_status.started()
+    await trio.serve_listeners(answer, listeners)
+
+
+@pytest.mark.parametrize("ipv6", ["off", "on"])
+async def test_an_egress_sandbox_has_no_ipv6(
+    docker: DockerClient,
+    settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ipv6: str,
+) -> None:
+    """The filter is IPv4 only; the sandbox gets no IPv6 at all, so a host service listening on
+    `::` is not reached at the bridge's fe80:: address. "on" (IPv6 switched back on in the
+    container) shows that the way would be open otherwise."""
+    if ipv6 == "on":
+        monkeypatch.setattr(container_spec, "IPV6_OFF", {"net.ipv6.conf.all.disable_ipv6": "0"})
+    local = configure(settings, sandbox_dir=egress_sandbox_dir(settings, tmp_path))
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_on_every_ipv6_address, port)
+        async with open_egress(docker, local) as egress:
+            # The bridge gets its link-local address once a container has been on it.
+            await run_script(docker, local, request_for(local, "true", EGRESS), egress=egress)
+            address = link_local_of(network_name(local)[1])
+            assert address is not None
+            script = IPV6_CLIENT.replace('"$0" "$1"', f"{address}%eth0 {port}")
+            outcome = await run_script(
+                docker, local, request_for(local, script, EGRESS, timeout_s=60), egress=egress
+            )
+        nursery.cancel_scope.cancel()
+    assert outcome.exit_code == 0, outcome.stderr
+    counted, verdict = outcome.stdout.splitlines()
+    if ipv6 == "off":
+        assert counted == "ipv6 addresses 0"
+        assert verdict.startswith("ipv6 failed")
+    else:
+        assert counted != "ipv6 addresses 0"
+        assert verdict == "ipv6 connected"
