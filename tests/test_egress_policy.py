@@ -72,6 +72,62 @@ def test_each_refused_class(address: str, reason: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "address",
+    [
+        # What Python 3.11's `is_global` let through.
+        "192.0.0.8",  # the IPv4 dummy address
+        "192.88.99.1",  # the deprecated 6to4 relay anycast
+        "5f00::1",  # SRv6 segment identifiers
+        "3fff::1",  # documentation (RFC 9637)
+        "3fff:fff:ffff::1",
+        # The rest of IANA's blocks that are not globally reachable.
+        "192.0.0.1",  # DS-Lite
+        "192.0.0.170",  # NAT64 discovery
+        "192.0.0.255",
+        "198.51.100.1",
+        "203.0.113.254",
+        "198.19.255.255",
+        "100::1",  # discard-only
+        "100:0:0:1::1",  # dummy prefix
+        "2001:2::1",  # benchmarking
+        "2001:10::1",  # ORCHID (deprecated)
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+        # Outside 2000::/3: unassigned.
+        "4000::1",
+        "1::1",
+        "::1:0:0:1",
+        "e000::1",
+    ],
+)
+def test_every_block_not_globally_reachable_is_reserved(address: str) -> None:
+    assert reason_of(address) == "reserved"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "192.0.0.9",  # PCP anycast
+        "192.0.0.10",  # TURN anycast
+        "192.31.196.1",  # AS112
+        "192.52.193.1",  # AMT
+        "192.175.48.1",  # AS112
+        "2001:1::1",
+        "2001:1::2",
+        "2001:1::3",
+        "2001:3::1",  # AMT
+        "2001:4:112::1",  # AS112
+        "2001:20::1",  # ORCHIDv2
+        "2001:30::1",  # drone remote ID
+        "2620:4f:8000::1",  # AS112
+        "2a00:1450:4001::1",
+        "3000::1",
+    ],
+)
+def test_globally_reachable_special_purpose_addresses_pass(address: str) -> None:
+    assert reason_of(address) is None
+
+
+@pytest.mark.parametrize(
     ("address", "reason", "form"),
     [
         ("::ffff:127.0.0.1", "loopback", "IPv4-mapped"),
@@ -88,6 +144,8 @@ def test_each_refused_class(address: str, reason: str) -> None:
         ("64:ff9b::127.0.0.1", "loopback", "NAT64"),
         ("64:ff9b::a9fe:a9fe", "metadata", "NAT64"),
         ("64:ff9b:1::10.0.0.1", "private", "NAT64"),
+        ("::ffff:0:7f00:1", "loopback", "IPv4-translated"),
+        ("::ffff:0:a9fe:a9fe", "metadata", "IPv4-translated"),
     ],
 )
 def test_ipv4_inside_ipv6_is_judged_as_the_ipv4_address(
@@ -99,11 +157,12 @@ def test_ipv4_inside_ipv6_is_judged_as_the_ipv4_address(
     assert form in verdict[1]
 
 
-def test_a_public_address_inside_ipv6_passes_but_the_compatible_form_never_does() -> None:
+def test_a_public_address_inside_ipv6_passes_but_the_deprecated_forms_never_do() -> None:
     assert reason_of(f"::ffff:{PUBLIC_V4}") is None
     assert reason_of("2002:5db8:d70e::1") is None  # 6to4 of PUBLIC_V4
     assert reason_of(f"64:ff9b::{PUBLIC_V4}") is None
     assert reason_of(f"::{PUBLIC_V4}") == "reserved"
+    assert reason_of(f"::ffff:0:{PUBLIC_V4}") == "reserved"  # IPv4-translated: deprecated too
 
 
 def test_public_addresses_pass() -> None:
@@ -303,9 +362,9 @@ async def test_unresolvable_names_are_502() -> None:
 
 
 async def test_this_machines_addresses_and_the_extra_ones_are_refused() -> None:
-    settings = load_settings(egress_refuse=["198.51.100.0/24"])
+    settings = load_settings(egress_refuse=["93.184.216.0/24"])
     checked = EgressPolicy.from_settings(settings, extra_refused_addresses=[PUBLIC_V4])
-    for address in (PUBLIC_V4, "198.51.100.7"):
+    for address in (PUBLIC_V4, "93.184.216.7"):
         verdict = await checked.check(address, 443)
         assert isinstance(verdict, Refused)
         assert verdict.reason == "host"

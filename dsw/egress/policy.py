@@ -14,13 +14,19 @@ cannot move the connection. Refused, whatever name points there:
     link_local    169.254/16, fe80::/10
     metadata      169.254.169.254, fd00:ec2::254, 100.100.100.200 (cloud instance metadata)
     multicast     224/4, ff00::/8
-    reserved      240/4, 255.255.255.255, fec0::/10, every IPv4-compatible ::a.b.c.d, and
-                  every other special-purpose address not globally reachable (192.0.2/24, ...)
+    reserved      every other block of IANA's special-purpose registries that is not globally
+                  reachable (192.0.0/24, documentation, benchmarking, 240/4, 2001::/23 with
+                  Teredo, 3fff::/20, 5f00::/16, ...: the table `_TABLE`), the deprecated 6to4
+                  relay block 192.88.99/24 and site-local fec0::/10, every IPv4-compatible
+                  ::a.b.c.d and IPv4-translated ::ffff:0:a.b.c.d (both deprecated), and all of
+                  IPv6 outside the global unicast space 2000::/3
     host          this machine's own addresses (/proc/net/fib_trie LOCAL, /proc/net/if_inet6),
                   WORKER_EGRESS_REFUSE and `extra_refused_addresses` (a remote Docker host's)
 
-An IPv4 address inside IPv6 (mapped ::ffff:a.b.c.d, compatible ::a.b.c.d, 6to4 2002::/16, NAT64
-64:ff9b::/96 and 64:ff9b:1::/48) is judged as that IPv4 address.
+An IPv4 address inside IPv6 (mapped ::ffff:a.b.c.d, translated ::ffff:0:a.b.c.d, compatible
+::a.b.c.d, 6to4 2002::/16, NAT64 64:ff9b::/96 and 64:ff9b:1::/48) is judged as that IPv4 address:
+refused if it is. The table is explicit rather than Python's `is_global`, which in 3.11 lets
+192.0.0.8, 192.88.99.1, 3fff::1, 5f00::1 and ::ffff:0:7f00:1 through.
 
 Everything else is allowed, unless WORKER_EGRESS_ALLOW lists destinations: then only those are,
 matched against the target as the request names it: `host` (exactly), `*.suffix` (any name
@@ -59,8 +65,13 @@ _NAME = re.compile(
     r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$"
 )
 _net = ipaddress.ip_network
-# Most specific first: the first network that holds an address names its class.
-_CLASSES: tuple[tuple[IPNetwork, str, str], ...] = (
+_DOCUMENTATION = "a documentation address"
+_IETF = "an IETF protocol assignment"
+# The first network that holds an address decides (so the most specific come first): a reason
+# refuses it, None lets it pass (globally reachable, inside a refused block). From IANA's IPv4 and
+# IPv6 special-purpose address registries (as of 2025), the multicast blocks and the cloud
+# metadata addresses.
+_TABLE: tuple[tuple[IPNetwork, str | None, str], ...] = (
     (_net("169.254.169.254/32"), "metadata", "the cloud metadata address"),
     (_net("fd00:ec2::254/128"), "metadata", "the cloud metadata address"),
     (_net("100.100.100.200/32"), "metadata", "the cloud metadata address"),
@@ -77,11 +88,35 @@ _CLASSES: tuple[tuple[IPNetwork, str, str], ...] = (
     (_net("fe80::/10"), "link_local", "a link-local address"),
     (_net("224.0.0.0/4"), "multicast", "a multicast address"),
     (_net("ff00::/8"), "multicast", "a multicast address"),
+    (_net("192.0.0.9/32"), None, "PCP anycast"),
+    (_net("192.0.0.10/32"), None, "TURN anycast"),
+    (_net("192.0.0.0/24"), "reserved", f"{_IETF} (192.0.0.0/24)"),
+    (_net("192.0.2.0/24"), "reserved", _DOCUMENTATION),
+    (_net("198.51.100.0/24"), "reserved", _DOCUMENTATION),
+    (_net("203.0.113.0/24"), "reserved", _DOCUMENTATION),
+    (_net("192.88.99.0/24"), "reserved", "the deprecated 6to4 relay anycast block"),
+    (_net("198.18.0.0/15"), "reserved", "a benchmarking address (198.18.0.0/15)"),
     (_net("255.255.255.255/32"), "reserved", "the broadcast address"),
     (_net("240.0.0.0/4"), "reserved", "a reserved address (240.0.0.0/4)"),
+    (_net("100::/64"), "reserved", "a discard-only address (100::/64)"),
+    (_net("100:0:0:1::/64"), "reserved", "a dummy address (100:0:0:1::/64)"),
+    (_net("2001:1::1/128"), None, "PCP anycast"),
+    (_net("2001:1::2/128"), None, "TURN anycast"),
+    (_net("2001:1::3/128"), None, "DNS-SD service registration anycast"),
+    (_net("2001:3::/32"), None, "AMT"),
+    (_net("2001:4:112::/48"), None, "AS112"),
+    (_net("2001:20::/28"), None, "ORCHIDv2"),
+    (_net("2001:30::/28"), None, "drone remote ID"),
+    (_net("2001::/23"), "reserved", f"{_IETF} (2001::/23: Teredo, benchmarking, ...)"),
+    (_net("2001:db8::/32"), "reserved", _DOCUMENTATION),
+    (_net("3fff::/20"), "reserved", _DOCUMENTATION),
+    (_net("5f00::/16"), "reserved", "an SRv6 segment identifier (5f00::/16)"),
     (_net("fec0::/10"), "reserved", "a deprecated site-local address"),
 )
+# IPv6 unicast is assigned only within this; the rest is unassigned or one of the above.
+_GLOBAL_UNICAST = _net("2000::/3")
 _NAT64 = (_net("64:ff9b::/96"), _net("64:ff9b:1::/48"))
+_TRANSLATED = _net("::ffff:0:0:0/96")
 
 
 class Allowed(msgspec.Struct, frozen=True):
@@ -167,6 +202,8 @@ def embedded_ipv4(address: IPAddress) -> tuple[ipaddress.IPv4Address, str] | Non
         return address.sixtofour, "6to4"
     if any(address in prefix for prefix in _NAT64):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "NAT64"
+    if address in _TRANSLATED:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF), "IPv4-translated"
     if int(address) >> 32 == 0 and int(address) > 1:
         return ipaddress.IPv4Address(int(address)), "IPv4-compatible"
     return None
@@ -181,16 +218,19 @@ def classify(address: IPAddress, host_networks: Iterable[IPNetwork] = ()) -> tup
         verdict = classify(inner, host_networks)
         if verdict is not None:
             return verdict[0], f"the {form} form of {inner}, {verdict[1]}"
-        if form == "IPv4-compatible":
-            return "reserved", "a deprecated IPv4-compatible address"
+        if form in ("IPv4-compatible", "IPv4-translated"):
+            return "reserved", f"a deprecated {form} address"
         return None
-    for network, reason, description in _CLASSES:
+    for network, reason, description in _TABLE:
         if address in network:
-            return reason, description
+            if reason is not None:
+                return reason, description
+            break
+    else:
+        if address.version == 6 and address not in _GLOBAL_UNICAST:
+            return "reserved", "an IPv6 address outside the global unicast space (2000::/3)"
     if any(address in network for network in host_networks):
         return "host", "an address of this machine (the Docker host)"
-    if not address.is_global:
-        return "reserved", "a special-purpose address that is not globally reachable"
     return None
 
 
