@@ -21,6 +21,7 @@ from dsw import container_spec
 from dsw.config import Settings
 from dsw.docker import DockerClient
 from dsw.egress.network import network_name, open_egress
+from dsw.egress.policy import Allowed, Refused
 from dsw.kafka import Kafka
 from dsw.messages import FinishedWith
 from dsw.sandbox import run_script
@@ -286,3 +287,16 @@ async def test_an_egress_sandbox_has_no_ipv6(
     else:
         assert counted != "ipv6 addresses 0"
         assert verdict == "ipv6 connected"
+
+
+async def test_the_workers_own_services_are_refused(
+    docker: DockerClient, settings: Settings
+) -> None:
+    """The Docker daemon of a tcp WORKER_DOCKER_HOST and the Kafka brokers, wherever they are:
+    here public literals (only ever judged, never connected to) stand in for them."""
+    local = configure(settings, kafka_broker_url=f"{settings.kafka_broker_url},93.184.215.14:9092")
+    async with open_egress(docker, local) as egress:
+        verdict = await egress.proxy.policy.check("93.184.215.14", 443)
+        assert isinstance(verdict, Refused)
+        assert verdict.reason == "host"
+        assert isinstance(await egress.proxy.policy.check("93.184.215.15", 443), Allowed)

@@ -18,6 +18,8 @@ from dsw.egress.policy import (
     Refused,
     classify,
     host_networks,
+    infrastructure_addresses,
+    infrastructure_hosts,
     parse_pattern,
 )
 from dsw.errors import ConfigError
@@ -370,6 +372,48 @@ async def test_this_machines_addresses_and_the_extra_ones_are_refused() -> None:
         assert verdict.reason == "host"
         assert "an address of this machine" in verdict.message
     assert isinstance(await checked.check(PUBLIC_V6, 443), Allowed)
+
+
+@pytest.mark.parametrize(
+    ("docker_host", "brokers", "hosts"),
+    [
+        ("unix:///var/run/docker.sock", "localhost:9092", ["localhost"]),
+        ("unix:/run/docker.sock", "Kafka-1:9092, kafka-2:9092,", ["kafka-1", "kafka-2"]),
+        ("tcp://dind-tls:2376", "127.0.0.1:9092", ["dind-tls", "127.0.0.1"]),
+        ("https://[fd00::5]:2376", "PLAINTEXT://[fd00::6]:9092,k", ["fd00::5", "fd00::6", "k"]),
+        ("tcp://kafka:2376", "kafka:9092", ["kafka"]),
+    ],
+)  # fmt: skip
+def test_the_workers_services_are_its_docker_host_and_brokers(
+    docker_host: str, brokers: str, hosts: list[str]
+) -> None:
+    settings = load_settings(docker_host=docker_host, kafka_broker_url=brokers)
+    assert infrastructure_hosts(settings) == hosts
+
+
+async def test_the_workers_services_are_refused_at_every_address_they_resolve_to(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = load_settings(
+        docker_host="tcp://docker.example:2376",
+        kafka_broker_url=f"broker.example:9092,[{PUBLIC_V6}]:9092,gone.example:9092",
+    )
+    error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    resolver = Resolver([PUBLIC_V4], ["203.0.113.9", PUBLIC_V4], error)
+    found = await infrastructure_addresses(settings, resolver)
+    assert found == [PUBLIC_V4, "203.0.113.9", PUBLIC_V6]
+    assert [host for host, _ in resolver.asked] == [
+        "docker.example",
+        "broker.example",
+        "gone.example",
+    ]
+    assert "cannot resolve gone.example" in caplog.text
+    checked = EgressPolicy.from_settings(settings, found)
+    for address in (PUBLIC_V4, PUBLIC_V6):
+        verdict = await checked.check(address, 443)
+        assert isinstance(verdict, Refused)
+        assert verdict.reason == "host"
+        assert "the worker's services" in verdict.message
 
 
 async def test_only_the_listed_destinations_with_an_allowlist() -> None:

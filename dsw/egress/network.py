@@ -26,7 +26,7 @@ from dsw.container_spec import owner_labels
 from dsw.docker.client import DockerClient, Json
 from dsw.egress import filter as packet_filter
 from dsw.egress.access import EgressAccess
-from dsw.egress.policy import EgressPolicy
+from dsw.egress.policy import EgressPolicy, infrastructure_addresses
 from dsw.egress.proxy import EgressProxy, proxy_environment
 from dsw.errors import DockerError, NotConfinable
 from dsw.reaper import remove_network
@@ -77,7 +77,12 @@ async def open_egress_for(
 @asynccontextmanager
 async def open_egress(docker: DockerClient, settings: Settings) -> AsyncIterator[Egress]:
     """The network (created, or the prepared one), its filter, and the proxy serving on it;
-    all of it undone at exit. NotConfinable when the network cannot be made safe."""
+    all of it undone at exit. NotConfinable when the network cannot be made safe; ConfigError
+    for a bad WORKER_EGRESS_ALLOW or WORKER_EGRESS_REFUSE, before anything is made."""
+    # The worker's own services, which this machine's addresses need not cover (a remote daemon,
+    # a broker elsewhere); others in WORKER_EGRESS_REFUSE.
+    services = await infrastructure_addresses(settings)
+    policy = EgressPolicy.from_settings(settings, services)
     prepared = bool(settings.egress_network)
     name, bridge = (settings.egress_network, "") if prepared else network_name(settings)
     if prepared:
@@ -106,7 +111,7 @@ async def open_egress(docker: DockerClient, settings: Settings) -> AsyncIterator
         ourselves = own_container_id()
         address = settings.egress_proxy_address
         await docker.network_connect(name, ourselves, address)
-    proxy = EgressProxy(settings, EgressPolicy.from_settings(settings))
+    proxy = EgressProxy(settings, policy)
     try:
         async with trio.open_nursery() as nursery:
             host, port = await nursery.start(proxy.serve, address, settings.egress_proxy_port)

@@ -21,7 +21,8 @@ cannot move the connection. Refused, whatever name points there:
                   ::a.b.c.d and IPv4-translated ::ffff:0:a.b.c.d (both deprecated), and all of
                   IPv6 outside the global unicast space 2000::/3
     host          this machine's own addresses (/proc/net/fib_trie LOCAL, /proc/net/if_inet6),
-                  WORKER_EGRESS_REFUSE and `extra_refused_addresses` (a remote Docker host's)
+                  WORKER_EGRESS_REFUSE and `extra_refused_addresses` (a remote Docker host's,
+                  the Kafka brokers')
 
 An IPv4 address inside IPv6 (mapped ::ffff:a.b.c.d, translated ::ffff:0:a.b.c.d, compatible
 ::a.b.c.d, 6to4 2002::/16, NAT64 64:ff9b::/96 and 64:ff9b:1::/48) is judged as that IPv4 address:
@@ -43,18 +44,22 @@ to it (`localhost` stays refused with `127.0.0.1` listed). Pure but for `check`'
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
 import trio
 
 from dsw.config import Settings
 from dsw.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -230,7 +235,7 @@ def classify(address: IPAddress, host_networks: Iterable[IPNetwork] = ()) -> tup
         if address.version == 6 and address not in _GLOBAL_UNICAST:
             return "reserved", "an IPv6 address outside the global unicast space (2000::/3)"
     if any(address in network for network in host_networks):
-        return "host", "an address of this machine (the Docker host)"
+        return "host", "an address of this machine (the Docker host) or of the worker's services"
     return None
 
 
@@ -253,6 +258,47 @@ def host_networks(proc: Path = Path("/proc/net")) -> list[IPNetwork]:
             found.append(_net(f"{ipaddress.IPv6Address(int(line.split()[0], 16))}/128"))
     except (OSError, ValueError, IndexError):
         pass
+    return list(dict.fromkeys(found))
+
+
+def infrastructure_hosts(settings: Settings) -> list[str]:
+    """The hosts of the worker's own services, never to be reached through the proxy: the Docker
+    daemon of WORKER_DOCKER_HOST when it is not a unix socket, and every WORKER_KAFKA_BROKER_URL
+    bootstrap server (names or literal addresses, in order, once each)."""
+    urls = [] if settings.docker_host.startswith("unix:") else [settings.docker_host]
+    for entry in settings.kafka_broker_url.split(","):
+        entry = entry.strip()
+        if entry:
+            urls.append(entry if "://" in entry else f"//{entry}")
+    hosts = []
+    for url in urls:
+        try:
+            hosts.append(urlsplit(url).hostname or "")
+        except ValueError:
+            continue  # not an address: the client of that service says so
+    return [host for host in dict.fromkeys(hosts) if host]
+
+
+async def infrastructure_addresses(
+    settings: Settings, resolver: Resolver | None = None, timeout_s: float | None = None
+) -> list[str]:
+    """Every address of `infrastructure_hosts`, resolved now, each within `timeout_s` (default
+    WORKER_EGRESS_CONNECT_TIMEOUT_S); a name that does not resolve is logged and left out.
+    Cancellation propagates."""
+    resolver = resolver or resolve
+    timeout_s = settings.egress_connect_timeout_s if timeout_s is None else timeout_s
+    found: list[str] = []
+    for host in infrastructure_hosts(settings):
+        literal = _literal(host)
+        if literal is not None:
+            found.append(str(literal))
+            continue
+        try:
+            with trio.fail_after(timeout_s):
+                answers = await resolver(host, 0)
+            found += [answer.split("%")[0] for answer in answers]
+        except (OSError, trio.TooSlowError) as exc:
+            log.warning("egress cannot resolve %s to refuse it: %s", host, exc or "timed out")
     return list(dict.fromkeys(found))
 
 
