@@ -393,6 +393,59 @@ async def test_malformed_requests_are_4xx(request_bytes: bytes, status: int) -> 
             assert b"\r\nAllow: CONNECT, GET, HEAD, POST" in head_bytes
 
 
+async def open_silent(port: int, source: str) -> trio.SocketStream:
+    """A connection from `source` that starts a request head and never ends it."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=source)
+    await stream.send_all(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n")
+    return stream
+
+
+async def ask_from(source: str, port: int, request: bytes) -> tuple[int, bytes]:
+    with trio.fail_after(10):
+        async with await trio.open_tcp_stream("127.0.0.1", port, local_address=source) as stream:
+            await stream.send_all(request)
+            head, rest = await read_head(stream)
+            body = await read_all(stream, rest)
+    return int(head.split(b" ")[1]), body
+
+
+async def test_one_address_cannot_take_every_unauthenticated_slot(raw_port: int) -> None:
+    """A container (one source address) holding WORKER_EGRESS_MAX_CONNECTIONS connections that
+    never finish their head is refused more, at once; another container is not."""
+    target = f"127.0.0.1:{raw_port}"
+    connect = f"CONNECT {target} HTTP/1.1\r\n".encode()
+    async with running(egress_allow=[target], egress_max_connections=2) as proxy:
+        silent = [await open_silent(proxy.port, "127.0.0.2") for _ in range(2)]
+        await trio.testing.wait_all_tasks_blocked()  # the proxy reads their heads
+        assert proxy.proxy._unauthenticated["127.0.0.2"] == 2
+        status, body = await ask_from("127.0.0.2", proxy.port, connect + b"\r\n")
+        assert status == 503
+        assert b"WORKER_EGRESS_MAX_CONNECTIONS" in body
+        status, body = await ask_from("127.0.0.3", proxy.port, connect + b"\r\n")
+        assert status == 407  # past the cap, to the credentials
+        tunnel = await open_tunnel(proxy, target)  # from 127.0.0.1
+        assert await receive_exactly(tunnel, len(GREETING)) == GREETING
+        await tunnel.aclose()
+        for stream in silent:
+            await stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        assert not proxy.proxy._unauthenticated
+        status, _ = await ask_from("127.0.0.2", proxy.port, connect + b"\r\n")
+        assert status == 407
+
+
+async def test_every_address_together_has_a_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(proxy_module, "_MAX_UNAUTHENTICATED", 3)
+    async with running(egress_max_connections=2) as proxy:
+        silent = [await open_silent(proxy.port, f"127.0.0.{n}") for n in (2, 2, 3)]
+        await trio.testing.wait_all_tasks_blocked()
+        status, body = await ask_from("127.0.0.4", proxy.port, b"CONNECT x:1 HTTP/1.1\r\n\r\n")
+        assert status == 503
+        assert b"too many connections at once" in body
+        for stream in silent:
+            await stream.aclose()
+
+
 async def test_a_head_that_never_ends_is_408(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(proxy_module, "_HEAD_TIMEOUT_S", 0.2)
     async with running() as proxy:

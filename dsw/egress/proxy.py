@@ -16,7 +16,9 @@ close`, and is then relayed the same way. Each request is judged by the EgressPo
 connected only to an address it passed. Errors are plain-text answers that a script shows: 400,
 405, 408, 414, 431 and 505 (the request), 407 (no valid token), 429 (WORKER_EGRESS_MAX_CONNECTIONS
 per token, or WORKER_EGRESS_MAX_BYTES spent), 403 (the policy), 502 (no address, no connection
-within WORKER_EGRESS_CONNECT_TIMEOUT_S). A relay ends when the destination closes, after
+within WORKER_EGRESS_CONNECT_TIMEOUT_S), 503 (WORKER_EGRESS_MAX_CONNECTIONS from one address, or
+256 over all, still sending their request head: before a token is known, a container is its
+address). A relay ends when the destination closes, after
 WORKER_EGRESS_IDLE_TIMEOUT_S without a byte, past the job's byte cap, or at `revoke`.
 """
 
@@ -27,7 +29,7 @@ import ipaddress
 import logging
 import re
 import secrets
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from http import HTTPStatus
 from typing import NamedTuple
 
@@ -45,7 +47,10 @@ _CHUNK_BYTES = 64 * KiB
 _HEAD_TIMEOUT_S = 10.0
 _ANSWER_TIMEOUT_S = 5.0
 _CLOSE_TIMEOUT_S = 1.0
-_MAX_UNAUTHENTICATED = 256  # connections still sending their head, over every token
+# Connections still sending their head (no token known yet), over every container; one
+# container (its address) may hold WORKER_EGRESS_MAX_CONNECTIONS of them, so that a script cannot
+# take all of them (it has 1024 file descriptors, and the head 10 s) and shut out every other job.
+_MAX_UNAUTHENTICATED = 256
 _REMEMBERED_REVOKED = 4096
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{16,}$")  # safe in a URL's user information
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -109,7 +114,7 @@ class EgressProxy:
         self.policy = policy
         self._clients: dict[str, _Client] = {}
         self._revoked: OrderedDict[str, None] = OrderedDict()
-        self._unauthenticated = 0
+        self._unauthenticated: Counter[str] = Counter()  # by the client's address
 
     def new_token(self) -> str:
         """A fresh random token, registered."""
@@ -176,15 +181,24 @@ class EgressProxy:
                 await stream.aclose()
 
     async def _serve_client(self, stream: trio.SocketStream) -> None:
-        if self._unauthenticated >= _MAX_UNAUTHENTICATED:
+        maximum, cap = self.settings.egress_max_connections, self.settings.egress_max_bytes
+        try:
+            source = str(stream.socket.getpeername()[0])
+        except OSError:
+            return  # gone already
+        if self._unauthenticated[source] >= maximum:
+            message = "dsw egress: too many connections from this container sending no request"
+            raise _Reply(503, "busy", f"{message} ({maximum}: WORKER_EGRESS_MAX_CONNECTIONS)")
+        if self._unauthenticated.total() >= _MAX_UNAUTHENTICATED:
             raise _Reply(503, "busy", "dsw egress: too many connections at once; try again")
-        self._unauthenticated += 1
+        self._unauthenticated[source] += 1
         try:
             request = _parse_head(*await _read_head(stream))
             client = self._authenticated(request.headers)
         finally:
-            self._unauthenticated -= 1
-        maximum, cap = self.settings.egress_max_connections, self.settings.egress_max_bytes
+            self._unauthenticated[source] -= 1
+            if not self._unauthenticated[source]:
+                del self._unauthenticated[source]
         if len(client.scopes) >= maximum:
             log.warning("egress connection cap job=%s connections=%d", client.job, maximum)
             message = f"dsw egress: {maximum} connections open (WORKER_EGRESS_MAX_CONNECTIONS)"
