@@ -30,9 +30,19 @@ import trio
 
 from dsw.config import MiB, Settings, environment_of
 from dsw.docker import DockerClient
+from dsw.errors import DockerError
 from dsw.kafka import Kafka, Record
-from tests.conftest import ROOT, SANDBOX_IMAGES
-from tests.test_egress import EGRESS, check_answers, egress_sandbox_dir, script_for, serve_hello
+from tests.conftest import ROOT, SANDBOX_IMAGES, containers_of
+from tests.test_egress import (
+    CLIENT,
+    EGRESS,
+    check_answers,
+    docker0_address,
+    egress_sandbox_dir,
+    lines_of,
+    script_for,
+    serve_hello,
+)
 from tests.workers import (
     EXAMPLE_JOB,
     by_topic,
@@ -696,6 +706,148 @@ async def test_dood_egress_through_a_prepared_network(
             nursery.cancel_scope.cancel()
     finally:
         with trio.move_on_after(30, shield=True):
+            await trio.run_process(
+                [sys.executable, "-m", "dsw.egress.filter", "down", bridge], check=False
+            )
+            await docker.network_remove(network)
+
+
+# A byte relay: each connection to argv[1]:argv[2] goes on to argv[3]:argv[4].
+RELAY = """
+import sys, trio
+async def pipe(source, sink, scope):
+    try:
+        while data := await source.receive_some(65536):
+            await sink.send_all(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    scope.cancel()
+async def handle(client):
+    try:
+        upstream = await trio.open_tcp_stream(sys.argv[3], int(sys.argv[4]))
+    except OSError:
+        return await client.aclose()
+    async with client, upstream, trio.open_nursery() as nursery:
+        nursery.start_soon(pipe, client, upstream, nursery.cancel_scope)
+        nursery.start_soon(pipe, upstream, client, nursery.cancel_scope)
+trio.run(lambda: trio.serve_tcp(handle, int(sys.argv[2]), host=sys.argv[1]))
+"""
+
+
+async def _internal_network(docker: DockerClient, name: str, bridge: str) -> str:
+    """An internal network with a subnet of its own choosing (a fixed address needs one), as
+    docs/deployment.md prepares it; its subnet's first three octets."""
+    for attempt in range(20):
+        prefix = f"10.199.{(uuid.uuid4().int + attempt) % 250 + 1}"
+        try:
+            await docker.network_create(
+                {
+                    "Name": name,
+                    "Internal": True,
+                    "Labels": {TEST_LABEL: name},
+                    "IPAM": {"Config": [{"Subnet": f"{prefix}.0/24", "Gateway": f"{prefix}.1"}]},
+                    "Options": {
+                        "com.docker.network.bridge.name": bridge,
+                        "com.docker.network.bridge.enable_icc": "false",
+                    },
+                }
+            )
+        except DockerError:
+            continue  # the subnet overlaps another network's
+        return prefix
+    raise AssertionError("no free 10.199.x.0/24 subnet")
+
+
+async def test_dood_egress_with_the_worker_container_joined_to_the_network(
+    worker_images: tuple[str, str],
+    docker: DockerClient,
+    kafka: Kafka,
+    kafka_bootstrap: str,
+    settings: Settings,
+    topic_prefix: str,
+    tmp_path: Path,
+) -> None:
+    """Docker-out-of-Docker as docs/deployment.md describes it: the worker's container (no
+    capabilities, on Docker's bridge) joins a prepared network at WORKER_EGRESS_PROXY_ADDRESS and
+    serves the proxy there, so that the proxy's replies to a sandbox cross the host's filter (the
+    conntrack rule lets them back). A job reaches what is listed, through the proxy only: not the
+    worker container's own /metrics on the proxy's address, not the host. The broker advertises
+    127.0.0.1, so a relay inside the worker's container leads there through the host's bridge."""
+    socket = "/" + settings.docker_host.removeprefix("unix:").lstrip("/")
+    sandbox_dir = egress_sandbox_dir(settings, tmp_path)
+    _readable_by_all(tmp_path)
+    host = docker0_address()  # the host as the worker's container sees it
+    hello, relay, proxy_port, port = free_port(), free_port(), free_port(), free_port()
+    kafka_port = kafka_bootstrap.rpartition(":")[2]
+    network = f"dsw-test-egress-{uuid.uuid4().hex[:8]}"
+    bridge = f"dswt{uuid.uuid4().hex[:8]}"
+    prefix = await _internal_network(docker, network, bridge)
+    gateway, proxy = f"{prefix}.1", f"{prefix}.2"
+    ws = worker_settings(
+        settings,
+        topic_prefix,
+        metrics_port=port,
+        kafka_broker_url=f"127.0.0.1:{kafka_port}",
+        runner_types=(EGRESS,),
+        egress_network=network,
+        egress_proxy_address=proxy,
+        egress_proxy_port=proxy_port,
+        egress_allow=(f"{host}:{hello}",),
+    )
+    try:
+        await trio.run_process(
+            [sys.executable, "-m", "dsw.egress.filter", "up", bridge, proxy, str(proxy_port)]
+        )
+        name = f"dsw-test-dood-joined-{ws.worker_id}"
+        args = [
+            "--group-add",
+            str(os.stat(socket).st_gid),
+            f"--hostname={name}",
+            f"--publish=127.0.0.1:{port}:{port}",
+            f"--volume={socket}:/var/run/docker.sock",
+            f"--volume={sandbox_dir}:/opt/dsw/sandbox:ro",
+            f"--env=DSW_TEST_RELAY={RELAY}",
+            *env_args(ws),
+            "--entrypoint=/usr/bin/tini",
+            WORKER_IMAGE,
+            "--", "sh", "-c",
+            f'python -c "$DSW_TEST_RELAY" 127.0.0.1 {kafka_port} {host} {relay} &'
+            " exec sh /opt/dsw/entrypoint.sh dsw worker",
+        ]  # fmt: skip
+        script = (
+            CLIENT
+            + f"through {host}:{hello}\n"  # listed: reachable, the replies let back
+            + f"through 127.0.0.1:{hello}\n"  # loopback (the worker container's), not listed
+            + f"direct {proxy}:{port}\n"  # the worker container's /metrics, past the proxy
+            + f"direct {gateway}:{hello}\n"  # the host on the network's gateway
+            + f"direct {host}:{hello}\n"  # the host beyond the network
+        )
+        async with trio.open_nursery() as nursery:
+            relaying = [sys.executable, "-c", RELAY, host, str(relay), "127.0.0.1", kafka_port]
+            nursery.start_soon(trio.run_process, relaying)
+            await nursery.start(serve_hello, hello)
+            async with container(name, args):
+                await wait_ready(name, port)
+                job_id, body = job(script)
+                await kafka.publish(f"{topic_prefix}pending-{EGRESS}", job_id, body)
+                records = await read_until(kafka, [ws.finished_topic], has_finished(ws, job_id))
+                results = finished(records, ws)[job_id]["scriptResults"]
+                assert results["finishedWith"] == "SUCCEEDED", results["stderr"]
+                seen = lines_of(results["stdout"])
+                assert seen[f"through {host}:{hello}"][0] == "200", results["stdout"]
+                assert seen[f"through {host}:{hello}"][-2:] == ["hello", "egress"]
+                assert seen[f"through 127.0.0.1:{hello}"][0] == "403"
+                for target in (f"{proxy}:{port}", f"{gateway}:{hello}", f"{host}:{hello}"):
+                    assert seen[f"direct {target}"][0] == "failed", target
+                assert "egress refused job=" + job_id in await container_logs(name)
+                assert await stop(name) == 0
+                assert await containers_of(docker, ws.worker_id) == []
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.move_on_after(30, shield=True):
+            # A worker that did not drain leaves its warm containers on the network.
+            for left in await docker.containers_list([f"dsw.worker={ws.worker_id}"]):
+                await docker.container_remove(left["Id"])
             await trio.run_process(
                 [sys.executable, "-m", "dsw.egress.filter", "down", bridge], check=False
             )

@@ -20,6 +20,7 @@ import trio
 from dsw import container_spec
 from dsw.config import Settings
 from dsw.docker import DockerClient
+from dsw.egress import filter as packet_filter
 from dsw.egress.network import network_name, open_egress
 from dsw.egress.policy import Allowed, Refused
 from dsw.kafka import Kafka
@@ -300,3 +301,14 @@ async def test_the_workers_own_services_are_refused(
         assert isinstance(verdict, Refused)
         assert verdict.reason == "host"
         assert isinstance(await egress.proxy.policy.check("93.184.215.15", 443), Allowed)
+
+
+def test_replies_pass_the_filter_before_its_rejections() -> None:
+    """The proxy may sit on the bridge itself (Docker-out-of-Docker): its answers come from the
+    bridge too. tests/test_deploy.py runs that setup end to end."""
+    rules = [" ".join(command) for command in packet_filter.up_commands("dswt0", "10.9.9.2", 3128)]
+    chain = packet_filter.chain_of("dswt0")
+    appended = [rule for rule in rules if f" -A {chain} " in rule]
+    assert "--ctstate ESTABLISHED,RELATED -j ACCEPT" in appended[0]
+    assert "-d 10.9.9.2 --dport 3128 -j ACCEPT" in appended[1]
+    assert all("REJECT" in rule for rule in appended[2:])

@@ -4,7 +4,10 @@ A Docker internal network has no route out, but two ways stay open that would by
 the host itself at the network's gateway address (any service of the host listening on all
 addresses), and packets forwarded elsewhere, which Docker drops silently, so that a connection
 hangs until it times out. A chain of its own per network accepts the proxy's port at the gateway
-and rejects everything else from the bridge at once, refused rather than hung. Applied with
+and rejects everything else from the bridge at once, refused rather than hung. Replies to
+connections already let through pass first (conntrack): under Docker-out-of-Docker the proxy is a
+container on the same bridge, and its answers to a sandbox come in from the bridge too, through
+FORWARD. IPv4 only: the sandboxes have IPv6 switched off (dsw.container_spec). Applied with
 iptables, as root on the host whose network stack holds the bridge (the host, or the
 Docker-in-Docker container); `python -m dsw.egress.filter up|down BRIDGE GATEWAY PORT` does the
 same for a network prepared by hand (docs/security.md).
@@ -28,24 +31,14 @@ def up_commands(bridge: str, gateway: str, port: int) -> list[list[str]]:
     """`gateway` is the proxy's address: the network's gateway, or (Docker-out-of-Docker) the
     worker container's address on the network."""
     chain = chain_of(bridge)
+    append = ["iptables", "-w", "-A", chain]
     return [
         ["iptables", "-w", "-N", chain],
-        [
-            "iptables",
-            "-w",
-            "-A",
-            chain,
-            "-p",
-            "tcp",
-            "-d",
-            gateway,
-            "--dport",
-            str(port),
-            "-j",
-            "ACCEPT",
-        ],
-        ["iptables", "-w", "-A", chain, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
-        ["iptables", "-w", "-A", chain, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
+        # Replies: to a sandbox from a proxy on the bridge (DooD), ICMP errors of its connections.
+        [*append, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        [*append, "-p", "tcp", "-d", gateway, "--dport", str(port), "-j", "ACCEPT"],
+        [*append, "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+        [*append, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
         # To the host (INPUT) and through it (FORWARD, where Docker's own DROP would come later).
         ["iptables", "-w", "-I", "INPUT", "-i", bridge, "-j", chain],
         ["iptables", "-w", "-I", "DOCKER-USER", "-i", bridge, "-j", chain],
