@@ -133,7 +133,8 @@ async def _serve_confined(
         ]
 
         def in_use() -> set[str]:
-            pooled = {name for pool in pools.values() if pool for name in pool.names()}
+            # Asked by the reaper for each container it judges, after its listing.
+            pooled = {name for pool in pools.values() if pool for name in pool.in_use()}
             return in_flight.job_ids() | pooled
 
         services.start_soon(serve_reaper, docker, settings, in_use)
@@ -188,10 +189,11 @@ async def serve_reaper(
     docker: DockerClient, settings: Settings, in_use: Callable[[], set[str]]
 ) -> None:
     """Every REAP_EVERY_S, remove orphans; `in_use` names this worker's job ids in flight and
-    its warm pools' containers."""
+    its warm pools' containers (idle, being removed, or taken by a job that has not removed them
+    yet), asked afresh for each container the reaper judges."""
     while True:
         await trio.sleep(REAP_EVERY_S)
         try:
-            metrics.containers_reaped.inc(await reap(docker, settings, in_use()))
+            metrics.containers_reaped.inc(await reap(docker, settings, in_use))
         except DockerUnavailable as exc:
             log.warning("reaper skipped: %s", exc)

@@ -9,7 +9,11 @@ container. The pool keeps `WORKER_WARM_CONTAINERS` ready: it refills one at a ti
 has published its result and its container is gone (never taking CPU from running jobs), and
 replaces one that dies or has waited longer than `WORKER_WARM_MAX_IDLE_S`. Drain, shutdown and a
 Docker outage discard it. Containers on the daemon never exceed capacity + pool size: the pool
-creates only while it holds fewer than its size, and a job takes one away before it runs.
+creates only while the containers it holds, is removing, or could not remove yet number fewer
+than its size, and a job takes one away before it runs. The pool removes what it made: a removal
+the daemon cannot do now (away, or answering 5xx while it restarts) is asked again once it
+answers, and at shutdown until the cleanup deadline. Until a job has removed the container it
+took, the pool still names it as in use (the reaper must not take it during the hand-over).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from dsw.container_spec import (
 from dsw.docker.client import DockerClient
 from dsw.docker_health import DockerHealth
 from dsw.errors import DockerError, DockerUnavailable, LimitsNotEnforced
-from dsw.reaper import remove_sandbox
+from dsw.reaper import may_succeed_later, remove_sandbox
 from dsw.sandbox_types import SandboxType
 
 if TYPE_CHECKING:
@@ -47,11 +51,14 @@ log = logging.getLogger(__name__)
 # (a broken image or waiting command): the pool waits this long before it tries again.
 _BROKEN_BACKOFF_S = 30.0
 _DIED_YOUNG_S = 5.0
+# Removals the daemon could not do are asked again after this, doubling up to the maximum.
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 10.0
 
 
 @dataclass
 class WarmContainer:
-    """One idle pool container, until a job takes it."""
+    """One pool container: idle until a job takes it."""
 
     id: str
     name: str
@@ -59,8 +66,12 @@ class WarmContainer:
     volume: str
     egress: EgressAccess | None = None
     watch: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # Past its idle time: its watcher removes it.
+    expired: bool = False
     # Called once its job is released (or its hand-over failed): the pool may create again.
     handed_over: Callable[[], None] = lambda: None
+    # Called once the job has removed it (or given up): the pool stops naming it as in use.
+    removed: Callable[[], None] = lambda: None
 
 
 class WarmPool:
@@ -80,31 +91,53 @@ class WarmPool:
         self._health = health
         self.size = size
         self._idle: dict[str, WarmContainer] = {}  # oldest first
+        # Out of the idle set and being removed by the pool (died, too old, discarded).
+        self._retiring: dict[str, WarmContainer] = {}
+        # Taken by a job that has not removed it yet.
+        self._taken: dict[str, WarmContainer] = {}
         self._wanted = trio.Event()  # set when the pool may create again
         self._closed = False
         self._died_young = 0
         self._handing_over = 0
         self._quiet = trio.Event()  # set when no hand-over is under way
         self._quiet.set()
-        # Containers whose removal failed while the daemon was away: removed once it is back.
+        # Removals the daemon could not do yet (container or name, volume): asked again.
         self._unremoved: set[tuple[str, str]] = set()
+        self._retry_s = _RETRY_FIRST_S
 
     def names(self) -> set[str]:
-        """The idle containers' names: they are in use, whatever the reaper thinks."""
+        """The idle containers' names."""
         return {warm.name for warm in self._idle.values()}
 
+    def in_use(self) -> set[str]:
+        """The names the reaper must leave alone: idle containers, those the pool is removing,
+        and those taken by a job that has not removed them yet (until its rename, the job's
+        id does not name the container)."""
+        groups = (self._idle, self._retiring, self._taken)
+        return {warm.name for group in groups for warm in group.values()}
+
+    def _held(self) -> int:
+        """The pool's own containers that may be on the daemon: what counts against its size."""
+        return len(self._idle) + len(self._retiring) + len(self._unremoved)
+
     def take(self) -> WarmContainer | None:
-        """The oldest idle container, now the caller's (it removes it, then calls `job_done`);
-        None when empty. Refilling waits while a job taken from the pool is being handed over
-        (hand-overs are quick, and a create beside one slows it)."""
+        """The oldest idle container, now the caller's (it removes it and calls `removed`, then
+        `job_done`); None when empty or closed. Refilling waits while a job taken from the pool
+        is being handed over (hand-overs are quick, and a create beside one slows it)."""
         gauge = metrics.pool_idle.labels(sandbox=self._sandbox.name)
-        if not self._idle:
+        if self._closed or not self._idle:
             metrics.pool_misses.labels(sandbox=self._sandbox.name).inc()
             return None
         warm = self._idle.pop(next(iter(self._idle)))
         warm.watch.cancel(reason="handed over")
         self._handing_over += 1
+        self._taken[warm.id] = warm
         warm.handed_over = self._once_handed_over()
+
+        def removed() -> None:
+            self._taken.pop(warm.id, None)
+
+        warm.removed = removed
         gauge.set(len(self._idle))
         metrics.pool_handovers.labels(sandbox=self._sandbox.name).inc()
         return warm
@@ -132,59 +165,67 @@ class WarmPool:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Keep the pool full until `stopping` (drain) or cancellation; then discard it. Reports
-        started at once: jobs run cold until it has containers."""
+        """Keep the pool full until `stopping` (drain) or cancellation; then discard it, and
+        remove what the daemon could not remove before, asking again until the cleanup
+        deadline. Reports started at once: jobs run cold until it has containers."""
         try:
             async with trio.open_nursery() as watchers:
                 task_status.started()
-                watchers.start_soon(self._discard_when_set, stopping)
-                await self._fill_forever(watchers, stopping)
+                watchers.start_soon(self._close_when_set, stopping, watchers.cancel_scope)
+                await self._fill_forever(watchers)
         finally:
+            self._closed = True
             with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
-                await self._discard("worker stopping")
-                for container, volume in list(self._unremoved):
-                    self._unremoved.discard((container, volume))
-                    await self._remove(container, volume)
+                # A watcher cancelled before it got to its removal left its container here.
+                await self._discard("draining" if stopping.is_set() else "worker stopping", True)
+                await self._remove_unremoved_until_done()
 
-    async def _discard_when_set(self, stopping: trio.Event) -> None:
+    async def _close_when_set(self, stopping: trio.Event, pool_scope: trio.CancelScope) -> None:
         await stopping.wait()
-        self._closed = True
-        await self._discard("draining")
-        self._wanted.set()
-        self._quiet.set()
+        self._closed = True  # no job takes from it any more
+        pool_scope.cancel(reason="draining")
 
-    async def _fill_forever(self, watchers: trio.Nursery, stopping: trio.Event) -> None:
-        while not self._closed:
+    async def _fill_forever(self, watchers: trio.Nursery) -> None:
+        while True:
             if not self._health.healthy:
                 await self._health.wait_healthy()
                 # What was idle may have gone with the daemon: start again from nothing.
                 await self._discard("Docker was unreachable")
                 continue
-            for container, volume in list(self._unremoved):
-                self._unremoved.discard((container, volume))
-                await self._remove(container, volume)
+            await self._remove_unremoved()
             self._replace_old()
-            if len(self._idle) < self.size:
-                while self._handing_over and not self._closed:
+            if self._held() < self.size:
+                while self._handing_over:
                     self._quiet = trio.Event()
                     await self._quiet.wait()
-                if not self._closed:
-                    await self._add(watchers)
+                await self._add(watchers)
                 continue
             self._wanted = trio.Event()
-            with trio.move_on_after(self._next_expiry_s()):
+            with trio.move_on_after(self._next_wake_s()):
                 await self._wanted.wait()
 
-    def _next_expiry_s(self) -> float:
-        if not self._idle:
-            return self._settings.warm_max_idle_s
-        oldest = next(iter(self._idle.values()))
-        return max(oldest.started_at + self._settings.warm_max_idle_s - trio.current_time(), 0)
+    def _next_wake_s(self) -> float:
+        """Until the oldest idle container is due for replacement (those past it are already
+        being removed, so this is not zero while one is still there), or until unremoved
+        containers are asked for again."""
+        wake_s = self._settings.warm_max_idle_s
+        if self._idle:
+            oldest = next(iter(self._idle.values()))
+            wake_s = oldest.started_at + self._settings.warm_max_idle_s - trio.current_time()
+        if self._unremoved:
+            wake_s = min(wake_s, self._retry_s)
+        return max(wake_s, 0.0)
 
     def _replace_old(self) -> None:
+        """Idle containers past their idle time go to their watchers for removal; they count
+        against the size until they are gone."""
+        now = trio.current_time()
         for warm in list(self._idle.values()):
-            if trio.current_time() - warm.started_at > self._settings.warm_max_idle_s:
-                warm.watch.cancel(reason="too old")  # its watcher removes it
+            if now - warm.started_at >= self._settings.warm_max_idle_s:
+                del self._idle[warm.id]
+                self._retiring[warm.id] = warm
+                warm.expired = True
+                warm.watch.cancel(reason="too old")
 
     async def _add(self, watchers: trio.Nursery) -> None:
         """Create and start one pool container. Whatever stops it half way (a Docker error,
@@ -204,12 +245,11 @@ class WarmPool:
             if refused := unenforced(warnings):
                 raise LimitsNotEnforced(refused)
             await self._docker.container_start(container)
-            if not self._closed:
-                warm = WarmContainer(container, name, trio.current_time(), volume, access)
-                self._idle[container] = warm
-                added = True
-                metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
-                watchers.start_soon(self._watch, warm)
+            warm = WarmContainer(container, name, trio.current_time(), volume, access)
+            self._idle[container] = warm
+            added = True
+            metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
+            watchers.start_soon(self._watch, warm)
         except (DockerError, LimitsNotEnforced) as exc:
             log.warning(
                 "could not add a warm container sandbox=%s error=%s", self._sandbox.name, exc
@@ -227,31 +267,38 @@ class WarmPool:
             await trio.sleep(_BROKEN_BACKOFF_S)
 
     async def _watch(self, warm: WarmContainer) -> None:
-        """While idle: a container that exits, or grows too old, is removed and replaced."""
+        """While idle: a container that exits, grows too old, or whose daemon stops answering
+        (an outage discards the pool) is removed, and then replaced."""
         exit_code: int | None = None
+        outage = False
         with warm.watch:
             try:
                 exit_code = await self._docker.container_wait(warm.id)
+            except DockerUnavailable as exc:
+                outage = True
+                self._health.failed(exc)
             except DockerError as exc:
                 log.debug("pool watch ended container=%s error=%s", warm.name, exc)
-        if warm.id not in self._idle:
-            return  # handed over to a job, or discarded
-        del self._idle[warm.id]
-        if warm.watch.cancelled_caught:
+        if warm.id in self._idle:
+            del self._idle[warm.id]
+            self._retiring[warm.id] = warm
+            reason = "outage" if outage else "died"
+            if not outage:
+                lived_s = trio.current_time() - warm.started_at
+                log.warning(
+                    "warm container exited while idle, replacing it container=%s exit_code=%s "
+                    "lived_s=%.1f",
+                    warm.name,
+                    exit_code,
+                    lived_s,
+                )
+                self._died_young = self._died_young + 1 if lived_s < _DIED_YOUNG_S else 0
+        elif warm.expired:
             reason = "old"
         else:
-            reason = "died"
-            lived_s = trio.current_time() - warm.started_at
-            log.warning(
-                "warm container exited while idle, replacing it container=%s exit_code=%s "
-                "lived_s=%.1f",
-                warm.name,
-                exit_code,
-                lived_s,
-            )
-            self._died_young = self._died_young + 1 if lived_s < _DIED_YOUNG_S else 0
-        with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
-            await self._retire(warm, reason)
+            return  # handed over to a job, or discarded
+        metrics.pool_replaced.labels(sandbox=self._sandbox.name, reason=reason).inc()
+        await self._remove_retiring(warm)
         if self._died_young >= 2:
             log.error(
                 "warm containers of sandbox=%s exit at once; pausing the pool %.0f s",
@@ -266,14 +313,21 @@ class WarmPool:
         if access is not None and self._egress is not None:
             self._egress.proxy.revoke(access.token)
 
-    async def _retire(self, warm: WarmContainer, reason: str) -> None:
-        self._revoke(warm.egress)
-        metrics.pool_replaced.labels(sandbox=self._sandbox.name, reason=reason).inc()
+    async def _remove_retiring(self, warm: WarmContainer) -> None:
+        """Remove a container moved to `_retiring`; it counts there until its removal ended."""
         metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
-        await self._remove(warm.id, warm.volume)
+        try:
+            self._revoke(warm.egress)
+            await self._remove(warm.id, warm.volume)
+        finally:
+            self._retiring.pop(warm.id, None)
 
-    async def _discard(self, why: str) -> None:
-        """Remove every idle container (shielded by the caller where it must be)."""
+    async def _discard(self, why: str, abandoned: bool = False) -> None:
+        """Remove every idle container and, with `abandoned` (once no watcher runs), those left
+        in `_retiring`. Each removal is shielded with its own deadline."""
+        if abandoned:
+            self._idle.update(self._retiring)
+            self._retiring.clear()
         if self._idle:
             log.info(
                 "discarding the warm pool sandbox=%s containers=%d reason=%s",
@@ -283,22 +337,47 @@ class WarmPool:
             )
         while self._idle:
             _, warm = self._idle.popitem()
+            self._retiring[warm.id] = warm
             warm.watch.cancel(reason=why)
-            self._revoke(warm.egress)
-            await self._remove(warm.id, warm.volume)
+            await self._remove_retiring(warm)
         metrics.pool_idle.labels(sandbox=self._sandbox.name).set(0)
+
+    async def _remove_unremoved(self) -> None:
+        """Ask the daemon again for the removals it could not do; while it still cannot, the
+        next try waits longer."""
+        for container, volume in list(self._unremoved):
+            self._unremoved.discard((container, volume))
+            await self._remove(container, volume)
+        self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S) if self._unremoved else _RETRY_FIRST_S
+
+    async def _remove_unremoved_until_done(self) -> None:
+        """At shutdown: ask again, with backoff, until all are gone (the caller's deadline)."""
+        self._retry_s = _RETRY_FIRST_S
+        while self._unremoved:
+            await self._remove_unremoved()
+            if self._unremoved:
+                await trio.sleep(self._retry_s)
 
     async def _remove(self, container: str, volume: str) -> None:
         """Remove one; shielded with its own deadline: a container half removed when the pool
-        is cancelled would leave its volume."""
+        is cancelled would leave its volume. What the daemon cannot do now (it does not
+        answer, or answers 5xx while it restarts) is kept to be asked again: the pool removes
+        what it made, rather than leave it to the reaper."""
         try:
-            with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
+            with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True) as cleanup:
                 await remove_sandbox(self._docker, container, volume)
-        except DockerUnavailable as exc:
-            log.warning("could not remove warm container=%s error=%s (again later)", container, exc)
-            self._unremoved.add((container, volume))
         except DockerError as exc:
-            log.warning(
-                "could not remove warm container=%s error=%s (the reaper will)", container, exc
-            )
-            metrics.cleanup_failures.inc()
+            if may_succeed_later(exc):
+                log.warning(
+                    "could not remove warm container=%s error=%s (again later)", container, exc
+                )
+                self._unremoved.add((container, volume))
+            else:
+                log.warning(
+                    "could not remove warm container=%s error=%s (the reaper will)", container, exc
+                )
+                metrics.cleanup_failures.inc()
+            return
+        if cleanup.cancelled_caught:
+            log.warning("removal of warm container=%s timed out (again later)", container)
+            self._unremoved.add((container, volume))

@@ -2,8 +2,9 @@
 
 Everything runs inside the caller's trio cancel scope. Whatever happens (success, failure,
 timeout, an output cap, a Docker error, cancellation from outside), the container is removed
-before `run_script` returns or raises, in a shielded cleanup with its own deadline; a removal
-that fails is logged and left to the reaper, never raised over the result.
+before `run_script` returns or raises, in a shielded cleanup with its own deadline (a daemon that
+does not answer, or answers 5xx while it restarts, is asked again until then); a removal that
+fails is logged and left to the reaper, never raised over the result.
 """
 
 from __future__ import annotations
@@ -50,13 +51,16 @@ from dsw.pool import WarmContainer
 if TYPE_CHECKING:
     from dsw.egress.access import EgressAccess
     from dsw.egress.network import Egress
-from dsw.reaper import orphan_reason
+from dsw.reaper import finished_at, may_succeed_later, orphan_reason
 from dsw.sandbox_types import SandboxType
 
 log = logging.getLogger(__name__)
 
 # After the container has exited its output stream ends by itself; this bounds a stuck daemon.
 LOG_DRAIN_S = 10.0
+# While a job waits for another run's container to go, it judges that container again this often
+# (another system's run that has ended becomes a leftover a while later).
+_MAKE_WAY_RECHECK_S = 10.0
 
 
 class ScriptRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,7 +136,9 @@ async def open_script(
     """Run one script in a brand-new container (created now, or `warm`, a pool's container that
     never ran a job) and yield its outcome while the container still exists, so that the caller
     can publish it first; the container is removed when the block ends, whatever happened.
-    `on_started` runs once the script starts (the container's start, or its release). A type
+    `on_started` runs once the script starts (the container's start, or, for `warm`, once the
+    container has said it was released: a warm container lost before that never ran the script,
+    and its job's cold run calls `on_started` itself, so it runs once per job). A type
     with `network = "egress"` needs `egress`: the container's proxy token is bound to the job
     when it starts and revoked (its tunnels closed) before the container is removed.
 
@@ -176,6 +182,8 @@ async def open_script(
                 # only if our label says so (it may be another worker's run we were waiting for).
                 container = await _ours_by_name(docker, settings, name)
             await remove_container(docker, container, volume, request.job_id)
+        if warm is not None:
+            warm.removed()  # or left to the reaper: no longer the pool's to name as in use
         if cleanup.cancelled_caught:
             log.warning("container removal timed out job=%s container=%s", request.job_id, name)
             metrics.cleanup_failures.inc()
@@ -229,30 +237,42 @@ async def _create(
 async def _make_way(docker: DockerClient, settings: Settings, name: str) -> None:
     """The job's container name is taken. Ours: a failed attempt of this very run (the worker's
     in-flight registry lets no other run of the job start here), so it is replaced. An orphan
-    (see the reaper): replaced. Anything else is another live run of the same job, by another
+    (by the reaper's rules): replaced. Anything else is another run of the same job, by another
     worker or by another system on this daemon (the original Java worker names its containers
-    alike): it is never touched; this run waits for it to be removed, within the longest a job
-    can live."""
-    listed = await docker.containers_list(name=f"^/{name}$")
-    if not listed:
-        return  # gone meanwhile
-    container = listed[0]
-    labels = container.get("Labels") or {}
-    ours = labels.get(WORKER_LABEL) == settings.worker_id
-    if not ours and orphan_reason(container, settings, (), time.time()) is None:
-        log.warning(
-            "waiting for another run of this job container=%s worker=%s",
-            name,
-            labels.get(WORKER_LABEL, "(unlabelled)"),
-        )
-        with trio.move_on_after(lifetime_bound_s(settings)):
+    alike, and its container is its own while created, running, or only just ended): it is
+    never touched; this run waits for it to be removed, judging it again every
+    _MAKE_WAY_RECHECK_S, within the longest a job can live (then the create meets the taken
+    name again and the job fails with that Docker error)."""
+    deadline = trio.current_time() + lifetime_bound_s(settings)
+    waiting = False
+    while True:
+        listed = await docker.containers_list(name=f"^/{name}$")
+        if not listed:
+            return  # gone meanwhile
+        container = listed[0]
+        labels = container.get("Labels") or {}
+        ours = labels.get(WORKER_LABEL) == settings.worker_id
+        ended_at = await finished_at(docker, container)
+        if ours or orphan_reason(container, settings, (), time.time(), ended_at) is not None:
+            log.warning("replacing leftover container name=%s", name)
+            await docker.container_remove(str(container["Id"]))
+            return
+        if not waiting:
+            waiting = True
+            log.warning(
+                "waiting for another run of this job container=%s worker=%s state=%s",
+                name,
+                labels.get(WORKER_LABEL, "(unlabelled)"),
+                container.get("State"),
+            )
+        if trio.current_time() >= deadline:
+            return
+        with trio.move_on_after(min(_MAKE_WAY_RECHECK_S, deadline - trio.current_time())):
             try:
-                await docker.container_wait(name, condition="removed")
+                await docker.container_wait(str(container["Id"]), condition="removed")
             except NotFound:
                 pass  # removed before the wait began
             return
-    log.warning("replacing leftover container name=%s", name)
-    await docker.container_remove(name)
 
 
 async def _ours_by_name(docker: DockerClient, settings: Settings, name: str) -> str | None:
@@ -268,8 +288,9 @@ async def remove_container(
     docker: DockerClient, container: str | None, volume: str, job_id: str
 ) -> None:
     """Force-remove a container (if there is one) and its job-files volume; a daemon that does
-    not answer (restarting) is asked again, with backoff, until the caller's deadline (the caller
-    shields it and gives it one), so that the container is gone before the job's slot is used
+    not answer, or answers 5xx (restarting: it says 500 "database not open" while it shuts
+    down), is asked again, with backoff, until the caller's deadline (the caller shields it and
+    gives it one), so that the container and its volume are gone before the job's slot is used
     again. A failure is logged and counted, never raised: the reaper retries it."""
     delay_s = 0.1
     with metrics.container_cleanup.time():
@@ -280,11 +301,12 @@ async def remove_container(
                     container = None
                 await docker.volume_remove(volume)
                 return
-            except DockerUnavailable as exc:
-                log.debug("container removal retried job=%s error=%s", job_id, exc)
-                await trio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
             except DockerError as exc:
+                if may_succeed_later(exc):
+                    log.debug("container removal retried job=%s error=%s", job_id, exc)
+                    await trio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, 2.0)
+                    continue
                 log.warning(
                     "container removal failed job=%s container=%s error=%s", job_id, container, exc
                 )
@@ -302,8 +324,13 @@ async def _run(
     released: Callable[[], None] = lambda: None,
 ) -> ScriptOutcome:
     """Start the container (or release the warm one, then call `released`), wait for it within
-    the time limit, and read what it wrote."""
-    output = ContainerOutput(settings, released_by_marker=warm)
+    the time limit, and read what it wrote. `on_started` runs once: at the start, or once a
+    warm container's release marker has come."""
+    output = (
+        _ReleasedOutput(settings, on_started or (lambda: None))
+        if warm
+        else ContainerOutput(settings)
+    )
     async with open_nursery() as nursery:
         if warm:
             try:
@@ -317,9 +344,9 @@ async def _run(
             await nursery.start(output.collect, docker, container)
             with metrics.container_start.time():
                 await docker.container_start(container)
+            if on_started is not None:
+                on_started()
         started, started_wall = trio.current_time(), time.time()
-        if on_started is not None:
-            on_started()
         ended = await _wait_for_exit(docker, settings, request, container)
         duration_s = trio.current_time() - started
         metrics.container_run.observe(duration_s)
@@ -365,6 +392,22 @@ async def _run(
         peak_memory_bytes=peak,
         note=_note(settings, request, output.over_limit, oom_killed, timed_out),
     )
+
+
+class _ReleasedOutput(ContainerOutput):
+    """A warm container's output, which tells `on_released` once the release marker has come
+    on every stream: the script is about to run. A container lost between the release and its
+    marker never ran the script (its job runs cold and is started there, once)."""
+
+    def __init__(self, settings: Settings, on_released: Callable[[], None]) -> None:
+        super().__init__(settings, released_by_marker=True)
+        self._on_released: Callable[[], None] | None = on_released
+
+    def take(self, stream: int, piece: bytes) -> None:
+        super().take(stream, piece)
+        if self._on_released is not None and self.released:
+            on_released, self._on_released = self._on_released, None
+            on_released()
 
 
 def _note(

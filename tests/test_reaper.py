@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 import uuid
 
 import trio
@@ -22,15 +23,38 @@ from dsw.container_spec import (
     pid_namespace,
 )
 from dsw.docker import DockerClient
-from dsw.reaper import orphan_reason, reap
+from dsw.pool import WarmContainer
+from dsw.reaper import EXITED_GRACE_S, finished_at, orphan_reason, reap
+from dsw.sandbox import run_script
+from dsw.sandbox_types import load_sandbox_type
+from tests.sandbox_runs import request_for
+from tests.test_pool import SHELL, open_pool
 
 IMAGE = "dsw-sandbox:linux-amd64-shell"
 
 
-async def create(docker: DockerClient, name: str, labels: dict[str, str]) -> str:
-    config = {"Image": IMAGE, "Entrypoint": ["sleep"], "Cmd": ["60"], "Labels": labels}
+async def create(
+    docker: DockerClient, name: str, labels: dict[str, str], command: str = "sleep 60"
+) -> str:
+    config = {
+        "Image": IMAGE,
+        "Entrypoint": ["sh", "-c"],
+        "Cmd": [command],
+        "Labels": labels,
+    }
     container, _ = await docker.container_create(name, config)
     return container
+
+
+def a_round_later() -> float:
+    """The clock of a reaper round two minutes from now: past every grace period."""
+    return time.time() + 2 * EXITED_GRACE_S
+
+
+async def existing(docker: DockerClient, containers: list[str]) -> dict[str, str]:
+    """Which of `containers` exist, and their state."""
+    listed = {c["Id"]: c["State"] for c in await docker.containers_list()}
+    return {container: listed[container] for container in containers if container in listed}
 
 
 def dsw_labels(
@@ -53,8 +77,9 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
     gone = await create(
         docker, f"dsw-reap-gone-{tag}", dsw_labels(settings.worker_id + "-gone", dead_pid)
     )
-    unlabelled = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
-    # The original Java worker's live run: same names, no labels, running.
+    # The original Java worker's run between its create and its start: same names, no labels.
+    java_created = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
+    # The original Java worker's live run: running.
     java_live = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
     await docker.container_start(java_live)
     alive = await create(
@@ -74,17 +99,96 @@ async def test_reaps_orphans_and_nothing_else(docker: DockerClient, settings: Se
         docker, f"dsw-reap-mine-{tag}", dsw_labels(settings.worker_id, os.getpid(), job="busy")
     )
     stranger = await create(docker, f"not-ours-{tag}", {})
+    spared = [java_created, java_live, alive, elsewhere, other_pids, mine_running, stranger]
     try:
-        removed = await reap(docker, settings, in_use={"busy"})
+        removed = await reap(docker, settings, in_use=lambda: {"busy"})
         left = {c["Id"] for c in await docker.containers_list()}
         assert gone not in left
-        assert unlabelled not in left
-        assert {java_live, alive, elsewhere, other_pids, mine_running, stranger} <= left
-        assert removed == 2
+        assert set(spared) <= left
+        assert removed >= 1  # others' orphans on this daemon may go too
     finally:
         with trio.move_on_after(30, shield=True):
-            for container in (java_live, alive, elsewhere, other_pids, mine_running, stranger):
+            for container in spared:
                 await docker.container_remove(container)
+
+
+async def test_another_system_s_container_is_reaped_only_once_it_has_long_ended(
+    docker: DockerClient, settings: Settings
+) -> None:
+    # The original Java worker's containers: no labels, in each state a job of its passes.
+    created = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
+    running = await create(docker, f"sandbox-job-{uuid.uuid4()}", {})
+    exited = await create(docker, f"sandbox-job-{uuid.uuid4()}", {}, "exit 3")
+    containers = [created, running, exited]
+    try:
+        for container in (running, exited):
+            await docker.container_start(container)
+        assert await docker.container_wait(exited) == 3
+        listed = {c["Id"]: c for c in await docker.containers_list(name="^/sandbox-job-")}
+        ended = await finished_at(docker, listed[exited])
+        assert ended is not None
+        assert abs(ended - time.time()) < EXITED_GRACE_S  # the daemon's exact end, not words
+        assert await finished_at(docker, listed[running]) is None
+        # Just exited: the Java worker may still be reading its output and exit code.
+        await reap(docker, settings)
+        states = await existing(docker, containers)
+        assert states == {created: "created", running: "running", exited: "exited"}
+        # A round a couple of minutes later: only the one that ended long ago goes.
+        await reap(docker, settings, clock=a_round_later)
+        assert await existing(docker, containers) == {created: "created", running: "running"}
+    finally:
+        with trio.move_on_after(30, shield=True):
+            for container in containers:
+                await docker.container_remove(container)
+
+
+async def test_a_live_worker_s_pool_is_spared_idle_and_handed_over(
+    docker: DockerClient, settings: Settings
+) -> None:
+    # Judged as a round a couple of minutes later would: no young grace spares them, only
+    # being in use.
+    sandbox = load_sandbox_type(settings.sandbox_dir, SHELL)
+    request = request_for(settings, "echo begun; sleep 300\n", timeout_s=300)
+    in_flight: set[str] = set()
+    async with open_pool(docker, settings, sandbox, size=2) as pool:
+
+        def in_use() -> set[str]:
+            return in_flight | pool.in_use()
+
+        idle = sorted(pool.names())
+        await reap(docker, settings, in_use, a_round_later)
+        assert sorted(pool.names()) == idle
+
+        # A job takes a container and registers after the reaper listed it as idle.
+        taken: list[WarmContainer | None] = []
+
+        def taken_meanwhile() -> set[str]:
+            if not taken:
+                taken.append(pool.take())
+                in_flight.add(request.job_id)
+            return in_use()
+
+        await reap(docker, settings, taken_meanwhile, a_round_later)
+        warm = taken[0]
+        assert warm is not None
+        assert warm.name in idle
+        assert set(await existing(docker, [warm.id])) == {warm.id}
+
+        # Renamed to the job's name and running: spared as the job's.
+        released = trio.Event()
+
+        async def the_job() -> None:
+            await run_script(docker, settings, request, released.set, warm=warm)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(the_job)
+            await released.wait()
+            await reap(docker, settings, in_use, a_round_later)
+            assert await existing(docker, [warm.id]) == {warm.id: "running"}
+            nursery.cancel_scope.cancel(reason="the test is done with the job")
+        in_flight.clear()
+        assert pool.in_use() == pool.names()  # the job removed it: no longer named
+        assert await existing(docker, [warm.id]) == {}
 
 
 def _dead_pid() -> int:
@@ -119,9 +223,17 @@ def test_orphan_reasons_of_each_kind() -> None:
     assert orphan_reason(listed(other_pids), UNIT, set(), NOW) is None
 
 
-def test_an_unlabelled_container_is_reaped_only_when_not_running_or_too_old() -> None:
-    assert orphan_reason(listed({}), UNIT, set(), NOW) is None
-    for state in ("exited", "created", "dead"):
-        assert orphan_reason(listed({}, state=state), UNIT, set(), NOW) is not None
+def test_an_unlabelled_container_is_reaped_only_once_it_has_long_ended_or_is_too_old() -> None:
+    long_ago = NOW - EXITED_GRACE_S - 1
+    for state in ("created", "running", "paused", "restarting", "removing"):
+        assert orphan_reason(listed({}, state=state), UNIT, set(), NOW) is None
+        assert orphan_reason(listed({}, state=state), UNIT, set(), NOW, long_ago) is None
+    for state in ("exited", "dead"):
+        ended = listed({}, state=state)
+        assert orphan_reason(ended, UNIT, set(), NOW) is None  # when it ended is not known
+        assert orphan_reason(ended, UNIT, set(), NOW, NOW - 1) is None  # output still read
+        assert orphan_reason(ended, UNIT, set(), NOW, NOW - EXITED_GRACE_S) is None
+        reason = orphan_reason(ended, UNIT, set(), NOW, long_ago)
+        assert reason == f"unlabelled sandbox-job container, {state} 61 s ago"
     too_old = listed({}, age_s=age_bound_s(UNIT) + 1)
     assert (orphan_reason(too_old, UNIT, set(), NOW) or "").startswith("older than any job")

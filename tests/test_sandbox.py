@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import resource
 import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import httpx
 import msgspec
@@ -13,11 +16,14 @@ import trio
 from dsw.config import MiB, Settings
 from dsw.container_spec import pid_namespace
 from dsw.docker import DockerClient
+from dsw.docker.client import transport_for
 from dsw.errors import InvalidJobId
 from dsw.messages import FinishedWith
 from dsw.sandbox import ScriptOutcome, run_script
 from tests.conftest import TEST_SCRIPTS, configure
 from tests.sandbox_runs import request_for, run
+
+Wrapper = TypeVar("Wrapper", bound=httpx.AsyncBaseTransport)
 
 
 async def test_shell_hello_world(docker: DockerClient, settings: Settings) -> None:
@@ -331,14 +337,25 @@ async def test_another_worker_s_run_of_the_same_job_is_waited_for_not_killed(
     assert outcomes[0].stdout == "second\n"
 
 
-async def test_another_system_s_live_run_of_the_same_job_is_waited_for_not_killed(
-    docker: DockerClient, settings: Settings
+@pytest.mark.parametrize(
+    ("state", "command"),
+    [
+        ("running", "sleep 60"),
+        ("created", ""),  # between the Java worker's create and its start
+        ("exited", "exit 0"),  # just ended: the Java worker may still be reading its output
+    ],
+)
+async def test_another_system_s_run_of_the_same_job_is_waited_for_not_touched(
+    docker: DockerClient, settings: Settings, state: str, command: str
 ) -> None:
     # The original Java worker on the same daemon: the same container name, no labels at all.
     request = request_for(settings, "echo after java\n")
-    java = {"Image": "dsw-sandbox:linux-amd64-shell", "Entrypoint": ["sleep"], "Cmd": ["60"]}
+    java = {"Image": "dsw-sandbox:linux-amd64-shell", "Entrypoint": ["sh", "-c", command]}
     existing, _ = await docker.container_create(f"sandbox-job-{request.job_id}", java)
-    await docker.container_start(existing)
+    if command:
+        await docker.container_start(existing)
+    if state == "exited":
+        await docker.container_wait(existing)
     outcomes: list[ScriptOutcome] = []
     try:
         async with trio.open_nursery() as nursery:
@@ -348,7 +365,7 @@ async def test_another_system_s_live_run_of_the_same_job_is_waited_for_not_kille
 
             nursery.start_soon(second_run)
             await trio.sleep(1.5)
-            assert (await docker.container_inspect(existing))["State"]["Running"]
+            assert (await docker.container_inspect(existing))["State"]["Status"] == state
             await docker.container_remove(existing)  # the Java worker's run ends
     finally:
         with trio.move_on_after(15, shield=True):
@@ -393,3 +410,89 @@ async def test_an_orphan_of_a_dead_worker_is_replaced_not_waited_for(
     with trio.fail_after(60):  # far below the wait for a live worker's run
         outcome = await run_script(docker, settings, request)
     assert outcome.stdout == "after the orphan\n"
+
+
+class RestartingDaemon(httpx.AsyncBaseTransport):
+    """The real daemon, but the requests `refused` picks get the answer of a daemon shutting
+    down (500 "database not open") while `restarting` (until `refusals` of them, if given);
+    with `made` they reach the daemon first (a create during shutdown still makes the
+    container's named volume)."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        refused: Callable[[httpx.Request], bool],
+        made: Callable[[httpx.Request], bool] = lambda request: False,
+        refusals: int | None = None,
+    ) -> None:
+        self.inner, self.refused, self.made, self.refusals = inner, refused, made, refusals
+        self.restarting = True
+        self.answered_500: list[str] = []
+        self.requests: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        what = f"{request.method} {request.url.path}"
+        self.requests.append(what)
+        if not (self.restarting and self.refused(request)):
+            return await self.inner.handle_async_request(request)
+        if self.made(request):
+            response = await self.inner.handle_async_request(request)
+            await response.aread()
+            await response.aclose()
+        self.answered_500.append(what)
+        self.restarting = len(self.answered_500) != self.refusals
+        return httpx.Response(500, json={"message": "database not open"})
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@asynccontextmanager
+async def open_docker_via(
+    settings: Settings, wrap: Callable[[httpx.AsyncBaseTransport], Wrapper]
+) -> AsyncIterator[tuple[DockerClient, Wrapper]]:
+    """A client made as `open_docker` makes it, its transport wrapped by `wrap`."""
+    base_url, transport = transport_for(settings)
+    wrapper = wrap(transport)
+    timeout = httpx.Timeout(settings.docker_timeout_s)
+    async with httpx.AsyncClient(base_url=base_url, transport=wrapper, timeout=timeout) as http:
+        client = DockerClient(http, settings.docker_timeout_s)
+        await client.negotiate()
+        yield client, wrapper
+
+
+def is_delete(request: httpx.Request) -> bool:
+    return request.method == "DELETE"
+
+
+async def test_a_removal_answered_500_while_the_daemon_restarts_is_asked_again(
+    docker: DockerClient, settings: Settings
+) -> None:
+    refused: set[str] = set()
+
+    def first_removal_of_each(request: httpx.Request) -> bool:
+        kind = "volume" if "/volumes/" in request.url.path else "container"
+        if not is_delete(request) or kind in refused:
+            return False
+        refused.add(kind)
+        return True
+
+    def daemon(inner: httpx.AsyncBaseTransport) -> RestartingDaemon:
+        return RestartingDaemon(inner, first_removal_of_each)
+
+    request = request_for(settings, "echo hi\n")
+    async with open_docker_via(settings, daemon) as (restarting_docker, restarting):
+        outcome = await run_script(restarting_docker, settings, request)
+    assert outcome.stdout == "hi\n"
+    assert [r.split("/")[-2] for r in restarting.answered_500] == ["containers", "volumes"]
+    # Removed by the job itself, container and volume, not left to the reaper.
+    assert await docker.containers_list(name=f"^/sandbox-job-{request.job_id}$") == []
+    assert await volumes_of(docker, settings.worker_id) == []
+
+
+async def volumes_of(docker: DockerClient, worker_id: str) -> list[str]:
+    return [
+        str(v["Name"])
+        for v in await docker.volumes_list(name="dsw-vol-", dangling=False)
+        if (v.get("Labels") or {}).get("dsw.worker", "").startswith(worker_id)
+    ]
