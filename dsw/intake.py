@@ -4,11 +4,14 @@ Pure, no I/O. A record whose job id can be read is always answered: when the res
 read (not JSON, a number out of range, nesting too deep, invalid UTF-8), the id is salvaged from
 the top level of the raw bytes, else taken from the record's key (the scheduler keys every job by
 its id), and the job is rejected with the reason. Only a record with no usable id anywhere is a
-dead letter alone. `dsw run` and `dsw submit` check their jobs with the same `check`.
+dead letter alone. Both paths read a leading UTF-8 byte order mark as Jackson does (skipped), and
+duplicate `jobId` keys as msgspec and Jackson do (the last wins). Every job id leaves here in
+lower case. `dsw run` and `dsw submit` check their jobs with the same `check`.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from typing import Any
@@ -62,21 +65,47 @@ class Accepted:
 
 Parsed = DeadLetter | Rejected | Accepted
 
+# Jackson skips a UTF-8 byte order mark before JSON; msgspec does not.
+_BOM = b"\xef\xbb\xbf"
+_JSON_SPACE = b" \t\n\r"
+# After a string that is a key: optional whitespace and the colon.
+_KEY_END = re.compile(rb"[ \t\n\r]*:")
+# Between a key and a string value: nothing but the colon.
+_STRING_VALUE_NEXT = re.compile(rb"[ \t\n\r]*:[ \t\n\r]*")
+# A UUID takes 36 characters, each at most six bytes escaped: anything longer is not one.
+_MAX_ID_BYTES = 36 * 6
+
+
+def job_id_of(value: object) -> str:
+    """The job id in its canonical form, lower case (InvalidJobId if it is not a UUID).
+
+    The scheduler parses ids as java.util.UUID, case-insensitively, and writes them in lower
+    case; dsw compares ids (in flight, container names, dedup) as strings, so an id differing
+    only in case must become the same string here, before anything compares it.
+    """
+    return validate_job_id(value).lower()
+
 
 def parse(key: bytes | None, value: bytes | None, settings: Settings) -> Parsed:
     """Sort one record by its key and value."""
+    if value:
+        value = value.removeprefix(_BOM)
     if not value:
         return _unreadable(key, "empty message", "empty")
     try:
         decoded = decode_json(value)
     except UnreadableMessage as exc:
-        return _unreadable(key, str(exc), "not_json", salvage_job_id(value))
+        present, salvaged = salvage(value)
+        if present and salvaged is None:
+            # As below: a jobId that is there but unusable is not replaced by the key.
+            return DeadLetter(f"no usable jobId; {exc}", "no_job_id")
+        return _unreadable(key, str(exc), "not_json", salvaged)
     if not isinstance(decoded, dict):
         return _unreadable(key, f"not a JSON object but {type(decoded).__name__}", "not_object")
     if "jobId" not in decoded:
         return _unreadable(key, "no jobId", "no_job_id")
     try:
-        validate_job_id(decoded["jobId"])
+        job_id_of(decoded["jobId"])
     except InvalidJobId as exc:
         # A jobId that is there but unusable is not replaced by the key: it may be anyone's.
         return DeadLetter(f"no usable jobId: {exc}", "no_job_id")
@@ -92,63 +121,83 @@ def _unreadable(key: bytes | None, reason: str, code: str, salvaged: str | None 
 
 def _job_id_of_key(key: bytes | None) -> str | None:
     try:
-        return validate_job_id((key or b"").decode("ascii"))
+        return job_id_of((key or b"").decode("ascii"))
     except (UnicodeDecodeError, InvalidJobId):
         return None
 
 
 def salvage_job_id(data: bytes) -> str | None:
-    """The string value of the top-level `"jobId"` of a JSON object that may be broken further
-    on; None when there is none that is a UUID. A scan of the bytes, no recursion: it copes with
-    any nesting and any content."""
-    if not data.lstrip().startswith(b"{"):
-        return None
-    depth, at, n = 0, 0, len(data)
-    expect_key = False  # at depth 1, the next string is a key
-    while at < n:
-        byte = data[at]
-        if byte == 0x22:  # a string: find its end, escapes included
-            end = at + 1
-            while end < n and data[end] != 0x22:
-                end += 2 if data[end] == 0x5C else 1
-            if end >= n:
-                return None
-            text = data[at + 1 : end]
-            at = end + 1
-            if depth == 1 and expect_key:
-                expect_key = False
-                if text == b"jobId":
-                    return _string_value_at(data, at)
+    """The job id of `data`'s top-level `"jobId"` (see `salvage`); None without a usable one."""
+    return salvage(data)[1]
+
+
+def salvage(data: bytes) -> tuple[bool, str | None]:
+    """Whether a JSON object that may be broken further on has a top-level `"jobId"` key, and its
+    value as a job id (None when that is not a UUID string). Duplicate keys: the last one wins,
+    as in msgspec and Jackson. Keys are read as spelled (`"jobId"`, no escapes).
+
+    Scans by C-speed bytes operations, no recursion and no loop per byte or per string (it runs
+    on the event loop's thread): it copes with any nesting, any content and any size. Escaped
+    backslashes and quotes become two neutral bytes, so that every quote left opens or closes a
+    string; split at the quotes, the even parts lie outside strings and the odd parts are the
+    strings' contents. A key is a string followed by a colon; its depth is the brackets counted
+    in the even parts before it.
+    """
+    data = data.removeprefix(_BOM)
+    if b"jobId" not in data or not data.lstrip(_JSON_SPACE).startswith(b"{"):
+        return False, None
+    parts = data.replace(b"\\\\", b"__").replace(b'\\"', b"__").split(b'"')
+    last_key = 0  # the part of the last top-level "jobId" key, 0 for none
+    depth, counted, at = 0, 0, 0
+    while True:
+        try:
+            at = parts.index(b"jobId", at + 1)
+        except ValueError:
+            break
+        # An odd part is a string; it is complete when a part follows it (its closing quote).
+        if at % 2 == 0 or at + 1 == len(parts):
             continue
-        if byte in b"{[":
-            depth += 1
-            expect_key = depth == 1
-        elif byte in b"}]":
-            depth -= 1
-        elif byte == 0x2C and depth == 1:  # ,
-            expect_key = True
-        at += 1
-    return None
+        outside = parts[counted] if at - counted == 1 else b"".join(parts[counted:at:2])
+        depth += outside.count(b"{") + outside.count(b"[")
+        depth -= outside.count(b"}") + outside.count(b"]")
+        counted = at + 1
+        if depth == 1 and _KEY_END.match(parts[at + 1]):
+            last_key = at
+    if not last_key:
+        return False, None
+    return True, _string_job_id(parts, last_key + 1)
 
 
-def _string_value_at(data: bytes, at: int) -> str | None:
-    """After a key: `: "<uuid>"`; the UUID, or None."""
-    rest = data[at:].lstrip()
-    if not rest.startswith(b":"):
+def _string_job_id(parts: list[bytes], after_key: int) -> str | None:
+    """The key's value, if it is a string that is a job id."""
+    value = after_key + 1
+    # Only a colon between key and value; the value's string complete (a part after it).
+    if not _STRING_VALUE_NEXT.fullmatch(parts[after_key]) or value + 1 >= len(parts):
         return None
-    rest = rest[1:].lstrip()
-    # A UUID needs no escapes: the value is the 36 characters between two quotes.
-    if len(rest) < 38 or rest[0] != 0x22 or rest[37] != 0x22:
+    text = parts[value]
+    if len(text) > _MAX_ID_BYTES:
         return None
     try:
-        return validate_job_id(rest[1:37].decode("ascii"))
-    except (UnicodeDecodeError, InvalidJobId):
+        return job_id_of(msgspec.json.decode(b'"' + text + b'"'))
+    except (msgspec.DecodeError, InvalidJobId):
         return None
+
+
+def expired(timestamp_ms: int, max_age_s: float, now_s: float) -> str | None:
+    """Why a job whose record was created at `timestamp_ms` is too old to start at `now_s`
+    (WORKER_JOB_MAX_AGE_S, 0 for off), or None. A timestamp that says nothing (0 or less: none
+    was set) never expires a job, and one ahead of this clock is no age at all."""
+    if not max_age_s or timestamp_ms <= 0:
+        return None
+    age_s = now_s - timestamp_ms / 1000
+    if age_s <= max_age_s:
+        return None
+    return f"expired: {age_s:.0f} s in the queue"
 
 
 def check(value: dict[str, Any], settings: Settings) -> Rejected | Accepted:
     """A decoded job (its `jobId` already valid) checked against this worker's limits."""
-    job_id = validate_job_id(value.get("jobId"))
+    job_id = job_id_of(value.get("jobId"))
     try:
         job = msgspec.convert(value, Job)
     except msgspec.ValidationError as exc:

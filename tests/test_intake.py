@@ -7,7 +7,17 @@ import json
 import pytest
 
 from dsw.config import load_settings
-from dsw.intake import Accepted, DeadLetter, Parsed, Rejected, check, parse, salvage_job_id
+from dsw.intake import (
+    Accepted,
+    DeadLetter,
+    Parsed,
+    Rejected,
+    check,
+    expired,
+    parse,
+    salvage,
+    salvage_job_id,
+)
 from dsw.sandbox_types import load_sandbox_type
 from tests.workers import EXAMPLE_JOB
 
@@ -151,3 +161,114 @@ def test_salvage_never_fails_on_any_bytes() -> None:
     samples = [bytes(range(256)), b"{" * 10_000, b'{"' * 10_000, b'{"jobId":' * 1000, b"\\" * 99]
     for data in samples:
         assert salvage_job_id(data) is None
+
+
+def test_a_job_id_is_lower_case_whatever_its_spelling() -> None:
+    # The scheduler reads ids as java.util.UUID (any case): one job, one id string here.
+    upper = JOB_ID.upper()
+    result = parsed(json.dumps({"jobId": upper, "script": "x"}).encode())
+    assert isinstance(result, Accepted)
+    assert result.job_id == JOB_ID
+    assert result.request(load_sandbox_type(SETTINGS.sandbox_dir, "linux-amd64-shell")).job_id == (
+        JOB_ID
+    )
+    unreadable = parsed(f'{{"jobId": "{upper}", "x": tru'.encode())
+    keyed = parsed(b"garbage", key=upper.encode())
+    blank = check({"jobId": upper, "script": " "}, SETTINGS)
+    for result in (unreadable, keyed, blank):
+        assert isinstance(result, Rejected)
+        assert result.job_id == JOB_ID
+
+
+def test_a_byte_order_mark_is_skipped_as_jackson_does() -> None:
+    bom = b"\xef\xbb\xbf"
+    result = parsed(bom + job(script="x"))
+    assert isinstance(result, Accepted)
+    assert result.job_id == JOB_ID
+    broken = parsed(bom + f'{{"jobId": "{JOB_ID}", "x": tru'.encode())
+    assert isinstance(broken, Rejected)
+    assert broken.job_id == JOB_ID
+    assert salvage_job_id(bom + f'{{"jobId": "{JOB_ID}"'.encode()) == JOB_ID
+    assert isinstance(parsed(bom), DeadLetter)  # nothing but the mark: empty
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        # The last "jobId" wins, as in msgspec (a dict) and Jackson (a bean's setter, a tree's
+        # put), in the readable and the unreadable path alike.
+        (f'"jobId": "{OTHER_ID}", "jobId": "{JOB_ID}"', JOB_ID),
+        (f'"jobId": "{JOB_ID}", "script": "x", "jobId": "{OTHER_ID}"', OTHER_ID),
+        (f'"jobId": "nope", "jobId": "{JOB_ID}"', JOB_ID),
+        (f'"jobId": "{JOB_ID}", "jobId": "nope"', None),
+        (f'"jobId": "{JOB_ID}", "jobId": 42', None),
+        (f'"jobId": "{JOB_ID}", "jobId": {{"a": 1}}', None),
+    ],
+)
+def test_duplicate_job_ids_follow_one_rule_whether_readable_or_not(
+    keys: str, expected: str | None
+) -> None:
+    readable = parsed(f'{{{keys}, "script": "x"}}'.encode(), key=OTHER_ID.encode())
+    unreadable = parsed(f'{{{keys}, "script": "x", "n": 1e400}}'.encode(), key=OTHER_ID.encode())
+    if expected is None:
+        # A jobId that is there but unusable is not replaced by the key, nor by an earlier one.
+        assert isinstance(readable, DeadLetter)
+        assert isinstance(unreadable, DeadLetter)
+        assert (readable.code, unreadable.code) == ("no_job_id", "no_job_id")
+    else:
+        assert isinstance(readable, Accepted)
+        assert isinstance(unreadable, Rejected)
+        assert readable.job_id == unreadable.job_id == expected
+
+
+def test_an_unusable_job_id_in_an_unreadable_record_is_not_replaced_by_the_key() -> None:
+    for value in (
+        b'{"jobId": "x", "script": tru',
+        b'{"jobId": 7, "script": tru',
+        b'{"jobId": "unterminated',
+        b'{"jobId": ',
+    ):
+        result = parsed(value, key=JOB_ID.encode())
+        assert isinstance(result, DeadLetter), value
+        assert result.code == "no_job_id"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # A megabyte of content of each shape before the id; the scan neither fails nor recurses.
+        b'{"script": "' + b'x\\"{[,:' * 150_000 + b'", "jobId": "%s"}',
+        b"{" + b'"a": "b",' * 120_000 + b'"jobId": "%s"}',
+        b'{"a": ' + b'""' * 500_000 + b', "jobId": "%s"}',
+        b'{"a": ' + b"[{" * 250_000 + b"}]" * 250_000 + b', "jobId": "%s"}',
+        b"{" + b'"jobId": 1, ' * 90_000 + b'"jobId": "%s", "x": tru',
+        b'{"a": [' + b'{"jobId": 1},' * 80_000 + b'], "jobId": "%s", "x": tru',
+        b'{"jobId": "%s", "a": [' + b'{"jobId": 1},' * 80_000 + b"], tru",
+    ],
+)
+def test_salvage_reads_large_records_of_any_shape(data: bytes) -> None:
+    assert salvage(data.replace(b"%s", JOB_ID.encode())) == (True, JOB_ID)
+
+
+def test_salvage_reads_escaped_values_and_only_plain_keys() -> None:
+    escaped_value = JOB_ID.replace("7", "\\u0037")
+    assert salvage_job_id(f'{{"jobId": "{escaped_value}", x'.encode()) == JOB_ID
+    assert salvage(f'{{"job\\u0049d": "{JOB_ID}", x'.encode()) == (False, None)
+    assert salvage(f'{{"jobId": "{JOB_ID}\\\\", x'.encode()) == (True, None)
+
+
+@pytest.mark.parametrize(
+    ("timestamp_ms", "now_s", "reason"),
+    [
+        (1_000_000, 1_000 + 10, None),  # within the age
+        (1_000_000, 1_000 + 61, "expired: 61 s in the queue"),
+        (0, 1_000_000, None),  # no timestamp: never expired
+        (-1, 1_000_000, None),
+        (10_000_000, 1_000, None),  # ahead of this clock: no age at all
+    ],
+)
+def test_expiry_needs_a_real_timestamp_past_the_max_age(
+    timestamp_ms: int, now_s: float, reason: str | None
+) -> None:
+    assert expired(timestamp_ms, 60, now_s) == reason
+    assert expired(timestamp_ms, 0, now_s) is None  # off
