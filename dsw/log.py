@@ -1,8 +1,11 @@
 """Structured log lines: `key=value` text (default) or one JSON object per line.
 
-Log messages carry untrusted values (record reasons, names); in text lines every control character
-(line breaks included) is escaped, so no record can end a line and forge another. JSON lines are
-escaped by JSON itself.
+Log messages carry untrusted values (record reasons, names). In either format every character that
+a reader could take for the end of a line (LF, CR, NEL U+0085, U+2028, ...: what Python's
+`str.splitlines` or JavaScript splits at), every other control character, lone surrogates and the
+bidirectional overrides that reorder what a terminal shows are escaped, so that no record can end a
+line, forge another or disguise one. Text lines use Python escapes, JSON lines JSON's own `\\uXXXX`
+(`json.dumps` with `ensure_ascii=False` alone would leave NEL and U+2028 raw).
 """
 
 from __future__ import annotations
@@ -13,12 +16,22 @@ import re
 import sys
 import time
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 and C1 controls and DEL, the line and paragraph separators, the bidirectional embeddings,
+# overrides and isolates, and lone surrogates (from undecodable bytes).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def escaped(text: str) -> str:
     """`text` with control characters as Python escapes (`\\n`, `\\x1b`, `\\u2028`)."""
-    return _CONTROL.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+    return _CONTROL.sub(_python_escape, text)
+
+
+def _python_escape(match: re.Match[str]) -> str:
+    return match[0].encode("unicode_escape").decode("ascii")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match[0]):04x}"
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -41,7 +54,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # JSON escapes what json.dumps leaves raw; outside strings it writes only ASCII.
+        return _CONTROL.sub(_json_escape, json.dumps(entry, ensure_ascii=False))
 
 
 # aiokafka logs these at ERROR while a new topic or a new cluster's group coordinator settles
