@@ -3,8 +3,10 @@
 `run_job` runs an accepted job, retrying transient Docker failures (bounded) before it publishes
 REJECTED with the reason; it never blames the script for the daemon. Every function here returns
 once its `finished` (or dead letter) is acknowledged by the broker and raises nothing but
-Cancelled; the caller (`dsw.server`) then lets the record's offset commit. None of them knows of
-offsets.
+Cancelled; the caller (`dsw.server`) then lets the record's offset commit. `run_job` and `reject`
+also call the caller's `answered` as soon as `finished` is acknowledged, before what follows it (the
+container's removal, the dead-letter copy), so that a cancellation after the answer does not take
+it back. None of them knows of offsets.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -39,6 +41,8 @@ from dsw.sandbox import ScriptOutcome, ScriptRequest, open_script
 from dsw.sandbox_types import SandboxType
 
 log = logging.getLogger(__name__)
+
+Answered = Callable[[], None]
 
 # A `finished` without output fits any broker; below this, shrinking is pointless.
 _MIN_BUDGET_BYTES = 4096
@@ -89,14 +93,17 @@ async def dead_letter(ctx: JobContext, record: Record, reason: str, code: str) -
         await ctx.kafka.publish(topic, record.key, None, headers)
 
 
-async def reject(ctx: JobContext, record: Record, rejected: Rejected) -> None:
-    """Publish REJECTED with the reason (and keep an unreadable record on the dead-letter topic)."""
+async def reject(ctx: JobContext, record: Record, rejected: Rejected, answered: Answered) -> None:
+    """Publish REJECTED with the reason, call `answered`, then keep an unreadable record on the
+    dead-letter topic. The answer goes first: a dead-letter topic that cannot be written (publish
+    retries until cancelled) must not keep a readable job from its answer."""
     log.warning("rejected job=%s %s reason=%r", rejected.job_id, where(record), rejected.reason)
     metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason=rejected.code).inc()
-    if rejected.dead_letter:
-        await dead_letter(ctx, record, rejected.reason, rejected.code)
     finished = outcomes.rejected(rejected.job_id, rejected.reason, ctx.settings.worker_id)
     await publish_finished(ctx, finished, record)
+    answered()
+    if rejected.dead_letter:
+        await dead_letter(ctx, record, rejected.reason, rejected.code)
 
 
 async def publish_finished(ctx: JobContext, finished: Finished, record: Record) -> None:
@@ -132,12 +139,15 @@ async def publish_finished(ctx: JobContext, finished: Finished, record: Record) 
     metrics.job_end_to_end.observe(max(time.time() - record.timestamp_ms / 1000, 0))
 
 
-async def run_job(ctx: JobContext, record: Record, accepted: Accepted) -> None:
-    """Run an accepted job and publish its outcome; its container is gone when this returns."""
+async def run_job(ctx: JobContext, record: Record, accepted: Accepted, answered: Answered) -> None:
+    """Run an accepted job and publish its outcome, calling `answered` once `finished` is
+    acknowledged; its container is gone when this returns. Cancelled before the acknowledgement,
+    `answered` is never called; after it, only the container's removal is cut short (it is
+    shielded, with its own deadline)."""
     name = ctx.sandbox.name
     metrics.jobs_in_flight.labels(sandbox=name).inc()
     try:
-        finished = await _execute(ctx, record, accepted.request(ctx.sandbox))
+        finished = await _execute(ctx, record, accepted.request(ctx.sandbox), answered)
     finally:
         metrics.jobs_in_flight.labels(sandbox=name).dec()
         if ctx.pool is not None:
@@ -154,7 +164,9 @@ async def run_job(ctx: JobContext, record: Record, accepted: Accepted) -> None:
     )
 
 
-async def _execute(ctx: JobContext, record: Record, request: ScriptRequest) -> Finished:
+async def _execute(
+    ctx: JobContext, record: Record, request: ScriptRequest, answered: Answered
+) -> Finished:
     """Run with bounded retries of transient Docker failures, and publish the outcome as soon as
     it is known (the container's removal follows); REJECTED once the retries are used up."""
     attempts = ctx.settings.docker_retries + 1
@@ -165,6 +177,7 @@ async def _execute(ctx: JobContext, record: Record, request: ScriptRequest) -> F
             async with _open_run(ctx, record, request) as outcome:
                 finished = outcomes.accepted(request.job_id, outcome, ctx.settings)
                 await publish_finished(ctx, finished, record)
+                answered()  # before the container's removal
             return finished
         except DockerError as exc:
             transient = isinstance(exc, DockerUnavailable) or (exc.status or 0) >= 500
@@ -194,6 +207,7 @@ async def _execute(ctx: JobContext, record: Record, request: ScriptRequest) -> F
             finished = outcomes.rejected(request.job_id, f"internal error: {exc!r}", worker_id)
         metrics.jobs_rejected.labels(sandbox=ctx.sandbox.name, reason=code).inc()
         await publish_finished(ctx, finished, record)
+        answered()
         return finished
     raise AssertionError("unreachable")
 

@@ -9,23 +9,26 @@ to bottom:
    tracker. A record it cannot start now is sought back and read again later.
 2. Every record gets one answer: a dead letter, a REJECTED or the job's run and its `finished`.
    A record of a job id already in flight anywhere in the worker joins that run instead.
-3. Once the broker acknowledges the answer, `_finish` marks the record's offset finished.
+3. Once the broker acknowledges the answer, `_finish` marks the record's offset finished (a run's
+   container is removed after that; a rejection's dead-letter copy is written before it).
 4. After every poll, the loop commits each partition up to its first unfinished offset.
 5. A task cancelled before its answer is acknowledged (shutdown, drain timeout) leaves its offset
-   unfinished, so it is never committed and the job is redelivered.
+   unfinished, so it is never committed and the job is redelivered. Every record left unfinished
+   when the job nursery closes is logged, by job id (or by where it is when it has none).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import trio
 
 from dsw import jobs, metrics
 from dsw.drain import Drain
 from dsw.inflight import InFlight
-from dsw.intake import Accepted, DeadLetter, Parsed, Rejected, parse
+from dsw.intake import Accepted, DeadLetter, Parsed, Rejected, expired, parse
 from dsw.jobs import JobContext, where
 from dsw.kafka import Consumer, Record
 from dsw.offsets import OffsetTracker, Partition
@@ -34,6 +37,17 @@ from dsw.status import Readiness
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+
+Position = tuple[Partition, int]
+
+
+@dataclass
+class _Open:
+    """A record begun and not finished: what to call it in a log line, and whether its job's
+    `finished` is out already (a rejection's dead-letter copy may still be on its way)."""
+
+    label: str
+    answered: bool = False
 
 
 class TypeServer:
@@ -50,6 +64,7 @@ class TypeServer:
         self._tracker = OffsetTracker()
         # Set when a job gives its slot back, so the poll loop takes the next one at once.
         self._slot_freed = trio.Event()
+        self._open: dict[Position, _Open] = {}
         self._idle = False  # assigned no partition (said once, until it gets one)
 
     async def serve(self) -> None:
@@ -70,8 +85,11 @@ class TypeServer:
             self._readiness.consumers[self.name] = consumer
             log.info("consuming topic=%s group=%s", self.topic, self.ctx.group)
             with self._drain.job_scope():
-                async with trio.open_nursery() as job_tasks:
-                    await self._poll(consumer, job_tasks)
+                try:
+                    async with trio.open_nursery() as job_tasks:
+                        await self._poll(consumer, job_tasks)
+                finally:
+                    self._say_cut_off()
             with trio.move_on_after(settings.kafka_timeout_s, shield=True):
                 await consumer.commit()
             del self._readiness.consumers[self.name]
@@ -80,10 +98,11 @@ class TypeServer:
     async def _poll(self, consumer: Consumer, job_tasks: trio.Nursery) -> None:
         """Take records while there is capacity; keep polling (paused) so the group keeps us.
 
-        Once draining, it only polls and commits until the last job task has ended.
+        Once draining, it only polls and commits until the last job task has ended and the last
+        record that joined a run (of any type) is answered.
         """
         stopping = self._drain.stopping
-        while not (stopping.is_set() and not job_tasks.child_tasks):
+        while not (stopping.is_set() and not job_tasks.child_tasks and not self._open):
             taking = not stopping.is_set() and self.ctx.docker_health.healthy
             free = int(self._limiter.available_tokens) if taking else 0
             assigned = consumer.assignment()
@@ -133,21 +152,20 @@ class TypeServer:
                 self._limiter.acquire_on_behalf_of_nowait(token)
             except trio.WouldBlock:
                 return False
-        partition = (record.topic, record.partition)
-        self._tracker.begin(partition, record.offset)
+        position = ((record.topic, record.partition), record.offset)
+        self._tracker.begin(*position)
         metrics.jobs_received.labels(sandbox=self.name).inc()
         if isinstance(parsed, DeadLetter):
+            self._open[position] = _Open(where(record))
             job_tasks.start_soon(self._dead_letter, record, parsed)
             return True
-
-        def done() -> None:
-            self._finish(partition, record.offset)
-
-        if not self._in_flight.claim(parsed.job_id, done):
+        self._open[position] = _Open(f"job={parsed.job_id} {where(record)}")
+        if not self._in_flight.claim(parsed.job_id):
             log.info(
                 "job already in flight, joining its run job=%s %s", parsed.job_id, where(record)
             )
             metrics.jobs_deduplicated.labels(sandbox=self.name).inc()
+            self._in_flight.join(parsed.job_id, lambda: self._finish(*position))
         elif isinstance(parsed, Rejected):
             job_tasks.start_soon(self._reject, record, parsed)
         else:
@@ -165,42 +183,57 @@ class TypeServer:
     def _expired(self, record: Record, parsed: Parsed) -> Parsed:
         """A job that waited longer than WORKER_JOB_MAX_AGE_S (the scheduler has given up on it by
         then and would drop its result) is rejected instead of run; a run under way is joined."""
-        max_age_s = self.ctx.settings.job_max_age_s
-        if not (max_age_s and isinstance(parsed, Accepted)) or parsed.job_id in self._in_flight:
+        if not isinstance(parsed, Accepted) or parsed.job_id in self._in_flight:
             return parsed
-        age_s = time.time() - record.timestamp_ms / 1000
-        if age_s <= max_age_s:
-            return parsed
-        return Rejected(parsed.job_id, f"expired: {age_s:.0f} s in the queue", "expired")
+        reason = expired(record.timestamp_ms, self.ctx.settings.job_max_age_s, time.time())
+        return parsed if reason is None else Rejected(parsed.job_id, reason, "expired")
 
     def _finish(self, partition: Partition, offset: int) -> None:
-        """The record's answer is acknowledged: its offset may commit."""
+        """The record is answered (and dead-lettered, if it is to be): its offset may commit."""
         self._tracker.finish(partition, offset)
+        self._open.pop((partition, offset), None)
+
+    def _say_cut_off(self) -> None:
+        """The job nursery is closed: every record still unfinished was cut off (a drain that ran
+        out of time, or a shutdown) and will be read again; say so, one line each."""
+        for _, entry in sorted(self._open.items()):
+            state = (
+                "answered, its dead-letter copy not written" if entry.answered else "not answered"
+            )
+            log.warning("shutdown cut off %s: %s; it will be redelivered", entry.label, state)
+        self._open.clear()
 
     async def _dead_letter(self, record: Record, letter: DeadLetter) -> None:
         await jobs.dead_letter(self.ctx, record, letter.reason, letter.code)
         self._finish((record.topic, record.partition), record.offset)
 
     async def _reject(self, record: Record, rejected: Rejected) -> None:
-        try:
-            await jobs.reject(self.ctx, record, rejected)
+        """Answer, then the records that joined are done; this one once its dead-letter copy (if
+        any) is written too."""
+        position = ((record.topic, record.partition), record.offset)
+
+        def answered() -> None:
+            if position in self._open:
+                self._open[position].answered = True
             self._in_flight.answered(rejected.job_id)
+
+        try:
+            await jobs.reject(self.ctx, record, rejected, answered)
+            self._finish(*position)
         finally:
             self._in_flight.ended(rejected.job_id)
 
     async def _run(self, record: Record, accepted: Accepted, token: object) -> None:
-        answered = False
-        try:
-            await jobs.run_job(self.ctx, record, accepted)
+        """Run; the record and those that joined are done as soon as `finished` is acknowledged,
+        while the container is still being removed. The slot is freed once it is gone."""
+
+        def answered() -> None:
+            self._finish((record.topic, record.partition), record.offset)
             self._in_flight.answered(accepted.job_id)
-            answered = True
+
+        try:
+            await jobs.run_job(self.ctx, record, accepted, answered)
         finally:
-            if not answered and self._drain.stopping.is_set():
-                log.warning(
-                    "shutdown cut off job=%s %s: not answered; it will be redelivered",
-                    accepted.job_id,
-                    where(record),
-                )
             self._in_flight.ended(accepted.job_id)
             self._limiter.release_on_behalf_of(token)
             self._slot_freed.set()

@@ -56,6 +56,73 @@ async def test_a_job_id_in_flight_on_another_type_joins_its_run_and_kills_nothin
     assert worker.output.count(f"joining its run job={job_id}") == 2
 
 
+async def test_an_upper_case_copy_of_a_running_job_id_joins_its_run(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    # The scheduler reads job ids as java.util.UUID, whatever their case: the same job.
+    ws = worker_settings(settings, topic_prefix)
+    job_id, shell_job = job("echo start; sleep 4; echo done\n")
+    upper = job_id.upper()
+    _, forged_shell = job("echo forged\n", upper)
+    _, forged_mono = job('Console.WriteLine("forged");\n', upper)
+    async with run_worker(ws) as worker:
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", job_id, shell_job)
+        await read_until(kafka, [ws.running_topic], lambda rs: len(rs) >= 1)
+        await kafka.publish(f"{topic_prefix}pending-{SHELL}", upper, forged_shell)
+        await kafka.publish(f"{topic_prefix}pending-{MONO}", upper, forged_mono)
+        with trio.fail_after(60):
+            while (  # noqa: ASYNC110
+                sum((await committed(ws, SHELL)).values()) < 2
+                or sum((await committed(ws, MONO)).values()) < 1
+            ):
+                await trio.sleep(0.2)
+        await trio.sleep(2)  # nothing else comes
+        records = await read_until(
+            kafka, [ws.running_topic, ws.finished_topic], count_finished(ws, 1)
+        )
+        await stop(worker)
+    finished = by_topic(records, ws.finished_topic)
+    assert len(finished) == 1  # answered once, by the run that was under way
+    assert finished[0]["jobId"] == job_id
+    assert finished[0]["scriptResults"]["stdout"] == "start\ndone\n"
+    assert by_topic(records, ws.running_topic) == [{"jobId": job_id}]
+    assert {r.key for r in records} == {job_id.encode()}
+    assert worker.output.count(f"joining its run job={job_id}") == 2
+    assert upper not in worker.output
+
+
+async def test_a_rejection_is_answered_when_its_dead_letter_cannot_be_written(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    # No topic can have this name: every dead letter is retried until the drain cuts it off.
+    ws = worker_settings(settings, topic_prefix, dead_letter_suffix=".DLT!", drain_timeout_s=2)
+    pending = f"{topic_prefix}pending-{SHELL}"
+    job_id = str(uuid.uuid4())
+    async with run_worker(ws) as worker:
+        await kafka.publish(pending, job_id, b"\x00 not JSON, keyed by its job id")
+        await kafka.publish(pending, b"no id", b"\x00 not JSON, no id anywhere")
+        records = await read_until(kafka, [ws.finished_topic], count_finished(ws, 1))
+        with trio.fail_after(60):
+            while worker.output.count("dead-lettered") < 2:  # noqa: ASYNC110
+                await trio.sleep(0.2)
+        await stop(worker)
+    finished = finished_of(records, ws)
+    assert finished[job_id]["status"] == "REJECTED"
+    assert await committed(ws, SHELL) == {}  # both records are read again
+    lines = [line for line in worker.output.splitlines() if "shutdown cut off" in line]
+    assert len(lines) == 2
+    assert any(
+        f"shutdown cut off job={job_id} topic={pending} partition=" in line
+        and "answered, its dead-letter copy not written; it will be redelivered" in line
+        for line in lines
+    )
+    assert any(
+        f"shutdown cut off topic={pending} partition=" in line
+        and "not answered; it will be redelivered" in line
+        for line in lines
+    )
+
+
 def dlt_headers(headers: tuple[tuple[str, bytes], ...]) -> dict[str, bytes]:
     return dict(headers)
 
