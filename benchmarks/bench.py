@@ -31,7 +31,7 @@ import trio
 from benchmarks import phases
 from benchmarks.cases import COLD, MONO, SHELL, WARM, Cases
 from benchmarks.engine import RawEngine
-from benchmarks.host import Daemon
+from benchmarks.host import Daemon, tcp_listeners
 from benchmarks.plot import plot
 from benchmarks.report import render, say, write_json
 from benchmarks.tables import tables
@@ -114,12 +114,14 @@ async def run(args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
             try:
                 machine = await raw.machine([t.image for t in cases.types])
                 daemon = Daemon.find(socket_path, machine["root_dir"], (WORKER_LABEL, prefix))
+                cases.broker = tcp_listeners(int(bootstrap.split(",")[0].rpartition(":")[2]))
                 result["machine"] = {
                     **machine,
                     "python": platform.python_version(),
                     "os_cpus": os.cpu_count(),
                     "daemon_pids": {"dockerd": daemon.dockerd, "containerd": daemon.containerd},
                     "daemon_found_by_socket": daemon.exact,
+                    "kafka_broker_pids": cases.broker,
                 }
                 topics = [*cases.topics.pending, base.running_topic, base.finished_topic]
                 await create_topics(bootstrap, topics)

@@ -30,7 +30,6 @@ from benchmarks.worker import (
     api_calls,
     job_value,
     mean_in_flight,
-    overlaps,
     read_trace,
     scrape,
     slot_gaps,
@@ -73,6 +72,7 @@ class Cases:
             base.finished_topic,
         )
         self.workers: dict[str, WorkerProcess] = {}
+        self.broker: list[int] = []  # the local Kafka broker's processes (its CPU is counted)
         # The Engine API calls of each worker run through benchmarks.traced_worker.
         self.traces: dict[str, Path] = {}
         self.problems: list[str] = []
@@ -182,7 +182,6 @@ class Cases:
             worker_phases_ms=_histogram_means(before, after),
             pool=pool,
             api=api_calls(calls, n),
-            handover_overlaps=overlaps(calls),
             slot_gaps_ms=slot_gaps(calls) if kind == COLD and not alone else [],
             mean_in_flight=mean_in_flight(calls) if kind == COLD and not alone else math.nan,
             window=[since, until],

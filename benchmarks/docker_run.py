@@ -2,7 +2,8 @@
 
 `cli_args` turns the worker's create body (`dsw.container_spec.container_config`) into flags, and
 refuses a HostConfig key it does not translate, so the comparison stays like for like when the
-body grows; the script comes in through a read-only bind mount, as in the original worker.
+body grows; the script comes in through a read-only bind mount, as in the original worker, and
+the entrypoint runs the type's command on it (`dsw-entry CMD...`, no release).
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ _LIMIT_FLAGS = {
     "PidsLimit": "--pids-limit",
     "BlkioWeight": "--blkio-weight",
 }
-# HostConfig keys cli_args turns into flags (Mounts: a bind mount replaces the volume; Privileged
-# false, RestartPolicy no: the CLI's defaults).
+# HostConfig keys cli_args turns into flags (Privileged false, RestartPolicy no: the CLI's
+# defaults).
 _CLI_TRANSLATED = {
     "NetworkMode",
-    "Mounts",
     "Tmpfs",
     "ReadonlyRootfs",
     "CapDrop",
@@ -82,7 +82,7 @@ def cli_args(settings: Settings, sandbox: SandboxType, script_dir: str) -> list[
         if key in host:
             args += [flag, str(host[key])]
     args += ["--mount", f"type=bind,src={script_dir},dst={SCRIPT_DIR},readonly"]
-    return [*args, body["Image"], *body["Cmd"]]
+    return [*args, body["Image"], *sandbox.command]
 
 
 async def cli_run(settings: Settings, sandbox: SandboxType, script: str) -> tuple[float, bytes]:

@@ -1,26 +1,24 @@
 """The floor: the Docker Engine's own container lifecycle, measured by a client of its own.
 
-`RawEngine` is a deliberately small Engine API client (httpx over the Unix socket, six calls). It
-creates containers with exactly the body the worker sends (`dsw.container_spec.container_config`
-with the worker's settings, so the hardening and limits are identical), uploads the script into
-/tmp/script as the worker does, then attach → start → wait → read the output → remove (force, with
-volumes). Containers have no log driver (the worker's settings), so output comes through the attach
-made before start, as for the worker and `docker run`. It does not sample stats or inspect, as the
-worker does: those are part of the worker's cost.
+`RawEngine` is a deliberately small Engine API client (httpx over the Unix socket, a handful of
+calls). It creates containers with exactly the body the worker sends
+(`dsw.container_spec.container_config` with the worker's settings, so the hardening and limits are
+identical), then attach (with stdin, before start, so nothing is missed) → start → the release
+with the script (`dsw.container_spec.release`, as the worker writes it) → the output until the
+container's streams end → wait → remove. It does not inspect or sample stats, as the worker may:
+those are part of the worker's cost.
 
 `prepare_warm` and `run_warm` are the same floor for a warm pool's container: created and started
-beforehand with the pool's body (the type's waiting command, a stdin), then, on the clock, the
-hand-over the worker does (upload, rename), an attach with stdin, the release line, the output
-until the container exits, the exit code, the removal. No memory update: the bench's jobs ask for
-the default limits, which the pool's containers already have.
+beforehand with the pool's body (the type's waiting command), then, on the clock, the hand-over
+the worker does (rename), an attach with stdin, the release with the script, the output until the
+container exits, the exit code, the removal. No memory update: the bench's jobs ask for the
+default limits, which the pool's containers already have.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import struct
-import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,7 +29,7 @@ import trio
 
 from dsw.config import Settings
 from dsw.container_output import RELEASED
-from dsw.container_spec import POOL_NAME_PREFIX, SCRIPT_DIR, JobLimits, container_config
+from dsw.container_spec import POOL_NAME_PREFIX, JobLimits, container_config, release
 from dsw.sandbox_types import SandboxType
 
 _HEADER = struct.Struct(">BxxxI")
@@ -63,16 +61,6 @@ class _Clock:
         return RawResult(self._last - self.start, self.phases, exit_code, stdout)
 
 
-def _tar(name: str, text: str) -> bytes:
-    data = text.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _stdout_of(stream: bytes, released: bool = False) -> bytes:
     """The stdout frames of a multiplexed (non-TTY) output stream (with `released`, what
     follows the release marker)."""
@@ -89,7 +77,7 @@ def _stdout_of(stream: bytes, released: bool = False) -> bytes:
 
 
 class RawEngine:
-    """create → upload → attach → start → wait → output → remove, nothing else."""
+    """create → attach → start → release → output → wait → remove, nothing else."""
 
     def __init__(self, socket_path: str, settings: Settings) -> None:
         transport = httpx.AsyncHTTPTransport(uds=socket_path)
@@ -111,7 +99,7 @@ class RawEngine:
         return response
 
     async def run(self, sandbox: SandboxType, script: str) -> RawResult:
-        """create (with the upload), attach, start, wait, output, remove."""
+        """create, attach, start, release, output, wait, remove."""
         job_id = str(uuid.uuid4())
         body = container_config(self.settings, sandbox, JobLimits.defaults(self.settings), job_id)
         clock = _Clock()
@@ -119,41 +107,48 @@ class RawEngine:
             "POST", "/containers/create", params={"name": f"sandbox-job-{job_id}"}, json=body
         )
         cid = created.json()["Id"]
+        clock.mark("create")
         try:
-            await self._upload(cid, sandbox, script)
-            clock.mark("create")
-            attach = await self._http.send(
-                self._http.build_request(
-                    "POST",
-                    f"/containers/{cid}/attach",
-                    params={"stream": 1, "stdout": 1, "stderr": 1},
-                ),
-                stream=True,
-            )
-            try:
-                clock.mark("attach")
-                await self._call("POST", f"/containers/{cid}/start")
-                clock.mark("start")
-                waited = await self._call("POST", f"/containers/{cid}/wait")
-                clock.mark("wait")
-                output = await attach.aread()
-                clock.mark("output")
-            finally:
-                await attach.aclose()
+            output, waited = await self._release_and_run(cid, sandbox, script, clock, start=True)
         finally:
             with trio.move_on_after(30, shield=True):
                 await self._remove(cid)
         clock.mark("remove")
-        return clock.result(int(waited.json()["StatusCode"]), _stdout_of(output))
+        return clock.result(waited, _stdout_of(output, released=True))
 
-    async def _upload(self, cid: str, sandbox: SandboxType, script: str) -> None:
-        await self._call(
-            "PUT",
-            f"/containers/{cid}/archive",
-            params={"path": SCRIPT_DIR},
-            content=_tar(sandbox.script_name, script),
-            headers={"Content-Type": "application/x-tar"},
+    async def _release_and_run(
+        self, cid: str, sandbox: SandboxType, script: str, clock: _Clock, start: bool
+    ) -> tuple[bytes, int]:
+        """Attach with stdin, start (unless it runs), release with the script, read the output
+        until the streams end, wait for the exit code: the output and the exit code."""
+        attach = await self._http.send(
+            self._http.build_request(
+                "POST",
+                f"/containers/{cid}/attach",
+                params={"stream": 1, "stdin": 1, "stdout": 1, "stderr": 1},
+                headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+            ),
+            stream=True,
         )
+        try:
+            stream = attach.extensions.get("network_stream")
+            if attach.status_code != 101 or stream is None:
+                raise RuntimeError(f"attach with stdin: {attach.status_code}")
+            clock.mark("attach")
+            if start:
+                await self._call("POST", f"/containers/{cid}/start")
+                clock.mark("start")
+            await stream.write(release({sandbox.script_name: script}))
+            clock.mark("release")
+            output = bytearray()
+            while chunk := await stream.read(65536):
+                output += chunk
+            clock.mark("output")
+        finally:
+            await attach.aclose()
+        waited = await self._call("POST", f"/containers/{cid}/wait")
+        clock.mark("wait" if start else "exit_code")
+        return bytes(output), int(waited.json()["StatusCode"])
 
     async def prepare_warm(self, sandbox: SandboxType) -> str:
         """Create and start a container as a warm pool does (off the clock); its id."""
@@ -173,46 +168,20 @@ class RawEngine:
         return cid
 
     async def run_warm(self, sandbox: SandboxType, script: str, cid: str) -> RawResult:
-        """Hand a prepared container a job and run it: upload, rename, attach with stdin,
-        release, output, exit code, removal."""
+        """Hand a prepared container a job and run it: rename, attach with stdin, release with
+        the script, output, exit code, removal."""
         clock = _Clock()
         try:
-            await self._upload(cid, sandbox, script)
-            clock.mark("upload")
             await self._call(
                 "POST", f"/containers/{cid}/rename", params={"name": f"sandbox-job-{uuid.uuid4()}"}
             )
             clock.mark("rename")
-            attach = await self._http.send(
-                self._http.build_request(
-                    "POST",
-                    f"/containers/{cid}/attach",
-                    params={"stream": 1, "stdin": 1, "stdout": 1, "stderr": 1},
-                    headers={"Connection": "Upgrade", "Upgrade": "tcp"},
-                ),
-                stream=True,
-            )
-            try:
-                stream = attach.extensions.get("network_stream")
-                if attach.status_code != 101 or stream is None:
-                    raise RuntimeError(f"attach with stdin: {attach.status_code}")
-                clock.mark("attach")
-                await stream.write(b"\n")
-                clock.mark("release")
-                output = bytearray()
-                while chunk := await stream.read(65536):
-                    output += chunk
-                clock.mark("output")
-            finally:
-                await attach.aclose()
-            waited = await self._call("POST", f"/containers/{cid}/wait")
-            clock.mark("exit_code")
+            output, waited = await self._release_and_run(cid, sandbox, script, clock, start=False)
         finally:
             with trio.move_on_after(30, shield=True):
                 await self._remove(cid)
         clock.mark("remove")
-        stdout = _stdout_of(bytes(output), released=True)
-        return clock.result(int(waited.json()["StatusCode"]), stdout)
+        return clock.result(waited, _stdout_of(output, released=True))
 
     async def _remove(self, cid: str) -> None:
         await self._call("DELETE", f"/containers/{cid}", params={"force": "true", "v": "true"})

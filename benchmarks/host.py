@@ -8,7 +8,9 @@ the daemon's `containers/<id>/config.v2.json`, not through the API, which would 
 CPU in the window). `CpuWindow` counts the CPU time they (and a worker) spend while it is open:
 
 - dockerd and containerd: user + system time from /proc/<pid>/stat, with the children they have
-  reaped (dockerd's docker-untar for each archive upload, containerd's shim bootstraps);
+  reaped (containerd's shim bootstraps);
+- the Kafka broker, when it runs on this machine (the process listening on its port): what the
+  workers' polls, publishes and commits cost it, which the raw client does not pay;
 - shims: found by a scan of /proc every 50 ms; a shim still alive at the end counts from /proc
   (less what it had used when the window opened), one that exited counts its threads' exit
   records from the kernel (`benchmarks.taskstats`), as do the runc processes it started (create,
@@ -92,6 +94,22 @@ def _listening_inodes(socket_path: str) -> set[str]:
             if len(fields) >= 8 and fields[7] in paths:
                 found.add(fields[6])
     return found
+
+
+def tcp_listeners(port: int) -> list[int]:
+    """The processes listening on TCP `port` (the Kafka broker, to count its CPU)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except OSError:
+            continue
+    return [pid for pid in _pids() if inodes and _holds_socket(pid, inodes)]
 
 
 def _holds_socket(pid: int, inodes: set[str]) -> bool:
@@ -186,6 +204,7 @@ class CpuWindow:
 
     daemon: Daemon
     worker: int | None = None
+    broker: list[int] = field(default_factory=list)  # the Kafka broker's processes, if local
     seconds: dict[str, float] = field(default_factory=dict)
     shims: int = 0  # shim processes seen
     lost_exit_records: int = 0
@@ -198,6 +217,7 @@ class CpuWindow:
         }
         if self.worker is not None:
             found["worker"] = cpu_s(self.worker) or 0
+        found["kafka"] = sum(cpu_s(p) or 0 for p in self.broker)
         return found
 
     @asynccontextmanager

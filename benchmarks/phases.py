@@ -83,9 +83,6 @@ async def one_at_a_time(
             )
             summary[name]["pool"] = _sum_of(r[name]["pool"] for r in per_round_results)
             summary[name]["api"] = _api_of([r[name]["api"] for r in per_round_results])
-            summary[name]["handover_overlaps"] = _joined(
-                [r[name]["handover_overlaps"] for r in per_round_results]
-            )
     return summary
 
 
@@ -103,7 +100,7 @@ async def at_capacity(cases: Cases, daemon: Daemon) -> dict[str, Any]:
         result: dict[str, Any] = {"round": r + 1, "order": "-".join(abba(LOAD, r))}
         for name in abba(LOAD, r):
             worker = cases.workers.get(name)
-            window = CpuWindow(daemon, worker.pid if worker else None)
+            window = CpuWindow(daemon, worker.pid if worker else None, cases.broker)
             own = _own_cpu_s()
             async with window.open():
                 if worker is None:
@@ -218,10 +215,6 @@ def _api_of(rounds: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, fl
             "mean_ms": sum(p["per_job"] * p["mean_ms"] for p in present) / calls,
         }
     return found
-
-
-def _joined(dicts: list[dict[str, list[float]]]) -> dict[str, list[float]]:
-    return {key: [v for d in dicts for v in d.get(key, [])] for key in (dicts[0] if dicts else {})}
 
 
 def _own_cpu_s() -> float:

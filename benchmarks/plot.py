@@ -30,6 +30,7 @@ CPU_PARTS = (
     ("dockerd", "#8c564b"),
     ("containerd", "#e377c2"),
     ("shims", "#bcbd22"),
+    ("kafka", "#7f7f7f"),
 )
 
 

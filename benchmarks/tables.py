@@ -22,7 +22,15 @@ NAMES = {
 MB = 1_000_000
 _SERIAL = ["", "n", "p50 ms", "p95 ms", "mean ms", "p50 /\ndocker run", "p50 /\nraw cold"]
 _LOAD = ["", "jobs/s", "/raw\njobs/s", "p50 ms", "p95 ms", "pool\nhit/miss", "peak worker\nRSS MiB"]
-_CPU = ["CPU ms per job", "worker or\nraw client", "dockerd", "containerd", "shims", "host total"]
+_CPU = [
+    "CPU ms per job",
+    "worker or\nraw client",
+    "dockerd",
+    "containerd",
+    "shims",
+    "Kafka\nbroker",
+    "host total",
+]
 _POOL = ["idle pool container", "n", "usage MiB", "working\nset MiB", "rss MiB", "shim\nRSS MiB"]
 _POOL += ["shim\nPSS MiB"]
 _MEMORY = ["worker RSS", "MiB", "outcome"]
@@ -150,8 +158,8 @@ def _cpu_rows(load: dict[str, Any]) -> list[Row]:
     for case in ("raw", "cold", "warm"):
         cpu = load[case]["cpu_ms_per_job"]
         own = cpu.get("worker", cpu.get("raw client", math.nan))
-        host = cpu["dockerd"] + cpu["containerd"] + cpu["shims"]
-        parts = [cpu["dockerd"], cpu["containerd"], cpu["shims"]]
+        parts = [cpu["dockerd"], cpu["containerd"], cpu["shims"], cpu.get("kafka", math.nan)]
+        host = sum(v for v in parts if not math.isnan(v))
         rows.append([NAMES[case], num(own, 1), *(num(v, 1) for v in parts), num(host + own, 1)])
     return rows
 
@@ -275,7 +283,7 @@ def tables(result: dict[str, Any]) -> tuple[str, list[Section], list[str]]:
     if api := _api_rows(result):
         title_api = "Engine API and Kafka calls per job (shell), as the traced workers made them"
         sections.insert(-1, (title_api, _API, api))
-    notes = [*_where_time_goes(result), _overlap_note(result["shell"]), _rounds_note(load)]
+    notes = [*_where_time_goes(result), _rounds_note(load)]
     if gaps := load["cold"].get("slot_gaps_ms"):
         notes.append(
             f"worker cold at capacity, a freed slot to the next job's create: p50 "
@@ -316,19 +324,6 @@ def _where_time_goes(result: dict[str, Any]) -> list[str]:
                     )
                 )
     return lines
-
-
-def _overlap_note(shell: dict[str, Any]) -> str:
-    found = shell["warm"].get("handover_overlaps") or {}
-    alone, beside = found.get("alone_ms", []), found.get("beside_ms", [])
-    if not alone and not beside:
-        return "warm uploads: no trace (another --worker-command)"
-    return (
-        "worker warm, shell one at a time, the job's upload (PUT archive): "
-        f"{len(alone)} alone, p50 {num(percentile(alone, 50))} ms; {len(beside)} beside a create, "
-        f"start or removal of the same worker (a refill, the previous job's), p50 "
-        f"{num(percentile(beside, 50))} ms"
-    )
 
 
 def _rounds_note(load: dict[str, Any]) -> str:

@@ -161,12 +161,6 @@ async def wait_settled(worker: WorkerProcess, pooled: list[str], timeout_s: floa
             await trio.sleep(0.1)
 
 
-# A job's upload, and the calls for the worker's other containers (a refill, the previous job's
-# removal) that may run beside it.
-_UPLOAD = "PUT /containers/{id}/archive"
-_BUSY = ("POST /containers/create", "POST /containers/{id}/start", "DELETE /containers/{id}")
-
-
 def read_trace(trace: Path, since: float, until: float) -> list[dict[str, Any]]:
     """The calls of a traced worker's file (`benchmarks.traced_worker`) that started between
     `since` and `until` (time.time())."""
@@ -216,19 +210,6 @@ def mean_in_flight(calls: list[dict[str, Any]]) -> float:
         area += alive * (at - last)
         alive, last = alive + change, at
     return float(area / (events[-1][0] - events[0][0]))
-
-
-def overlaps(calls: list[dict[str, Any]]) -> dict[str, list[float]]:
-    """The ms of each upload of a job's files, apart by whether a create, start or removal of
-    the same worker ran at the same time."""
-    busy = [(c["at"], c["at"] + c["s"]) for c in calls if c["call"] in _BUSY]
-    found: dict[str, list[float]] = {"alone_ms": [], "beside_ms": []}
-    for call in calls:
-        if call["call"] == _UPLOAD:
-            start, end = call["at"], call["at"] + call["s"]
-            beside = any(b_start < end and b_end > start for b_start, b_end in busy)
-            found["beside_ms" if beside else "alone_ms"].append(1000 * call["s"])
-    return found
 
 
 class RssWindow:

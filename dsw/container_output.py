@@ -123,30 +123,6 @@ class ContainerOutput:
             if self.over_limit:
                 return
 
-    async def collect(
-        self,
-        docker: DockerClient,
-        container: str,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Attach (reporting when attached), then read until the container's streams end; kill
-        the container when a cap is passed. A failure to attach is raised; a later one is kept
-        in `error`."""
-        attached = False
-        try:
-            async with docker.open_container_attach(container) as chunks:
-                task_status.started()
-                attached = True
-                await self.read(chunks)
-            await self.after_reading(docker, container)
-        except DockerError as exc:
-            if not attached:
-                raise
-            self.error = exc
-        finally:
-            self.done.set()
-
     async def collect_released(
         self,
         docker: DockerClient,
@@ -154,8 +130,9 @@ class ContainerOutput:
         *,
         task_status: trio.TaskStatus[Attached] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """A warm pool's running container: attach with stdin, report the attachment (for the
-        release), then read as `collect` does. Conflict if the container is not running."""
+        """Attach with stdin and report the attachment (for the release), then read until the
+        container's streams end; kill the container when a cap is passed. A failure to attach
+        is raised; a later one is kept in `error`."""
         attached = False
         try:
             async with docker.open_container_attach_stdin(container) as stream:

@@ -4,8 +4,9 @@ Defaults are the original worker's limits plus: no capabilities, no new privileg
 seccomp profile (sandbox/seccomp.json: Docker's default minus io_uring, ptrace and more), a
 read-only root with size-limited tmpfs for /tmp and HOME and a sized /dev/shm, a non-root user,
 an init process, no container log (output is read by attaching), ulimits, no network unless the
-type needs it, no host mounts and no worker environment. The job files live in an anonymous
-volume at /tmp/script, filled through the archive endpoint and removed with the container.
+type needs it, no host mounts and no worker environment. No volume either: the job's files come
+with its release, over the container's attached stdin, into /tmp/script on its own tmpfs
+(`release`); the stdin is the worker's alone, as the container's only way in.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import functools
 import json
 import os
 import socket
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -139,12 +139,21 @@ def resource_limits(settings: Settings, limits: JobLimits) -> dict[str, Any]:
     return result
 
 
-def pool_command(sandbox: SandboxType) -> list[str]:
-    """A warm pool container's command: dsw-entry waits for the release, or the type's own
-    waiting command (a runner that prepares itself) does."""
-    if sandbox.warm_command:
+def container_command(sandbox: SandboxType, pooled: bool) -> list[str]:
+    """The command after dsw-entry: it waits for the release and takes the job's files, then
+    runs the type's command; a warm pool's container of a type with its own waiting command (a
+    runner that prepares itself first) runs that, and the runner takes the release itself."""
+    if pooled and sandbox.warm_command:
         return ["--warm", *sandbox.warm_command]
     return ["--release", *sandbox.command]
+
+
+def release(files: dict[str, str]) -> bytes:
+    """What the worker writes on a container's stdin to start its job: `dsw-job NAME=SIZE...`,
+    then each file's UTF-8 bytes in that order (sandbox/common/dsw-entry reads it)."""
+    encoded = {name: text.encode("utf-8") for name, text in files.items()}
+    head = " ".join(["dsw-job", *(f"{name}={len(data)}" for name, data in encoded.items())])
+    return b"".join([head.encode("ascii"), b"\n", *encoded.values()])
 
 
 # IPv6 off in the container's own network namespace (every interface, and any made later):
@@ -169,54 +178,33 @@ def proxy_env(egress: EgressAccess | None) -> list[str]:
     return [f"{name}={value}" for name, value in (egress.environment if egress else {}).items()]
 
 
-VOLUME_PREFIX = "dsw-vol-"
-
-
-def new_volume_name() -> str:
-    """A name for a container's job-files volume: unique (never reused by a later attempt), and
-    recognisable as dsw's even when a restarting daemon loses its labels."""
-    return VOLUME_PREFIX + uuid.uuid4().hex
-
-
 def container_config(
     settings: Settings,
     sandbox: SandboxType,
     limits: JobLimits,
     job_id: str,
     egress: EgressAccess | None = None,
-    volume: str | None = None,
 ) -> dict[str, Any]:
     """The create body for `job_id`'s container; with `job_id` "", for a warm pool's container:
-    the same hardening, limits and labels (marked as a pool's), the pool's command, and a stdin
-    for the release."""
+    the same hardening, limits and labels (marked as a pool's) and the pool's command."""
     tmpfs = _tmpfs(settings, sandbox)
     uid, gid = USER.split(":")
     pooled = not job_id
     return {
         "Image": sandbox.image,
         "Entrypoint": [ENTRYPOINT],
-        "Cmd": pool_command(sandbox) if pooled else list(sandbox.command),
+        "Cmd": container_command(sandbox, pooled),
         # dsw-entry (the entrypoint) counts on docker-init sending stop signals to its group.
         "Env": [*sandbox.env, "TINI_KILL_PROCESS_GROUP=1", *proxy_env(egress)],
         "User": USER,
         "WorkingDir": "/tmp",
         "Labels": labels(settings, sandbox, job_id),
         "Tty": False,
-        "OpenStdin": pooled,
+        "OpenStdin": True,  # for the release
         "AttachStdin": False,
         "NetworkDisabled": not sandbox.network,
         "HostConfig": {
             **_network(sandbox, egress),
-            # Named (`volume`, removed after the container: dsw.reaper) so that one a restarting
-            # daemon lost track of is still known as dsw's; without a name, anonymous.
-            "Mounts": [
-                {
-                    "Type": "volume",
-                    "Target": SCRIPT_DIR,
-                    **({"Source": volume} if volume else {}),
-                    "VolumeOptions": {"Labels": labels(settings, sandbox, job_id)},
-                }
-            ],
             # /tmp is a sticky 1777 tmpfs; HOME belongs to the sandbox user (Docker 20.10 ignores
             # a tmpfs `mode` under its copy-up, but honours uid and gid).
             "Tmpfs": {"/tmp": tmpfs, HOME: f"{tmpfs},uid={uid},gid={gid}"},

@@ -168,16 +168,20 @@ async def _execute(
     ctx: JobContext, record: Record, request: ScriptRequest, answered: Answered
 ) -> Finished:
     """Run with bounded retries of transient Docker failures, and publish the outcome as soon as
-    it is known (the container's removal follows); REJECTED once the retries are used up."""
+    it is known, while the container is removed (neither waits for the other; both are done
+    before this returns and the job's slot is used again); REJECTED once the retries are used
+    up."""
     attempts = ctx.settings.docker_retries + 1
     worker_id = ctx.settings.worker_id
     for attempt in range(1, attempts + 1):
         await ctx.docker_health.wait_healthy()
         try:
-            async with _open_run(ctx, record, request) as outcome:
+            async with (
+                open_nursery() as publishing,
+                _open_run(ctx, record, request) as outcome,
+            ):
                 finished = outcomes.accepted(request.job_id, outcome, ctx.settings)
-                await publish_finished(ctx, finished, record)
-                answered()  # before the container's removal
+                publishing.start_soon(_publish_answer, ctx, finished, record, answered)
             return finished
         except DockerError as exc:
             transient = isinstance(exc, DockerUnavailable) or (exc.status or 0) >= 500
@@ -210,6 +214,13 @@ async def _execute(
         answered()
         return finished
     raise AssertionError("unreachable")
+
+
+async def _publish_answer(
+    ctx: JobContext, finished: Finished, record: Record, answered: Answered
+) -> None:
+    await publish_finished(ctx, finished, record)
+    answered()
 
 
 @asynccontextmanager

@@ -116,6 +116,8 @@ class Kafka:
         the retries (the caller then must not commit the job's offset).
         """
         key_bytes = key.encode() if isinstance(key, str) else key
+        if key_bytes is None and value is None:
+            value = b""  # aiokafka sends no record with neither (a dead letter of a tombstone)
         backoff = Backoff.of(self.settings)
         while True:
             try:

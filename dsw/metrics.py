@@ -45,7 +45,9 @@ queue_wait = Histogram(
     buckets=_DURATION_BUCKETS,
 )
 container_create = Histogram(
-    "dsw_container_create_seconds", "Container create and file upload", buckets=_DURATION_BUCKETS
+    "dsw_container_create_seconds",
+    "Container create, or a warm one's hand-over",
+    buckets=_DURATION_BUCKETS,
 )
 container_start = Histogram(
     "dsw_container_start_seconds", "Container start", buckets=_DURATION_BUCKETS

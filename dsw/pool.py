@@ -32,13 +32,12 @@ from dsw.container_spec import (
     POOL_NAME_PREFIX,
     JobLimits,
     container_config,
-    new_volume_name,
     unenforced,
 )
 from dsw.docker.client import DockerClient
 from dsw.docker_health import DockerHealth
 from dsw.errors import DockerError, DockerUnavailable, LimitsNotEnforced
-from dsw.reaper import may_succeed_later, remove_sandbox
+from dsw.reaper import may_succeed_later
 from dsw.sandbox_types import SandboxType
 
 if TYPE_CHECKING:
@@ -63,7 +62,6 @@ class WarmContainer:
     id: str
     name: str
     started_at: float
-    volume: str
     egress: EgressAccess | None = None
     watch: trio.CancelScope = field(default_factory=trio.CancelScope)
     # Past its idle time: its watcher removes it.
@@ -101,8 +99,8 @@ class WarmPool:
         self._handing_over = 0
         self._quiet = trio.Event()  # set when no hand-over is under way
         self._quiet.set()
-        # Removals the daemon could not do yet (container or name, volume): asked again.
-        self._unremoved: set[tuple[str, str]] = set()
+        # Removals the daemon could not do yet (container id or name): asked again.
+        self._unremoved: set[str] = set()
         self._retry_s = _RETRY_FIRST_S
 
     def names(self) -> set[str]:
@@ -235,9 +233,8 @@ class WarmPool:
         access = (
             self._egress.access() if self._egress and self._sandbox.network == "egress" else None
         )
-        volume = new_volume_name()
         config = container_config(
-            self._settings, self._sandbox, JobLimits.defaults(self._settings), "", access, volume
+            self._settings, self._sandbox, JobLimits.defaults(self._settings), "", access
         )
         added = backoff = False
         try:
@@ -245,7 +242,7 @@ class WarmPool:
             if refused := unenforced(warnings):
                 raise LimitsNotEnforced(refused)
             await self._docker.container_start(container)
-            warm = WarmContainer(container, name, trio.current_time(), volume, access)
+            warm = WarmContainer(container, name, trio.current_time(), access)
             self._idle[container] = warm
             added = True
             metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
@@ -262,7 +259,7 @@ class WarmPool:
             if not added:
                 self._revoke(access)
                 with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True):
-                    await self._remove(name, volume)
+                    await self._remove(name)
         if backoff:
             await trio.sleep(_BROKEN_BACKOFF_S)
 
@@ -318,7 +315,7 @@ class WarmPool:
         metrics.pool_idle.labels(sandbox=self._sandbox.name).set(len(self._idle))
         try:
             self._revoke(warm.egress)
-            await self._remove(warm.id, warm.volume)
+            await self._remove(warm.id)
         finally:
             self._retiring.pop(warm.id, None)
 
@@ -345,9 +342,9 @@ class WarmPool:
     async def _remove_unremoved(self) -> None:
         """Ask the daemon again for the removals it could not do; while it still cannot, the
         next try waits longer."""
-        for container, volume in list(self._unremoved):
-            self._unremoved.discard((container, volume))
-            await self._remove(container, volume)
+        for container in list(self._unremoved):
+            self._unremoved.discard(container)
+            await self._remove(container)
         self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S) if self._unremoved else _RETRY_FIRST_S
 
     async def _remove_unremoved_until_done(self) -> None:
@@ -358,20 +355,19 @@ class WarmPool:
             if self._unremoved:
                 await trio.sleep(self._retry_s)
 
-    async def _remove(self, container: str, volume: str) -> None:
-        """Remove one; shielded with its own deadline: a container half removed when the pool
-        is cancelled would leave its volume. What the daemon cannot do now (it does not
+    async def _remove(self, container: str) -> None:
+        """Remove one; shielded with its own deadline. What the daemon cannot do now (it does not
         answer, or answers 5xx while it restarts) is kept to be asked again: the pool removes
         what it made, rather than leave it to the reaper."""
         try:
             with trio.move_on_after(self._settings.cleanup_timeout_s, shield=True) as cleanup:
-                await remove_sandbox(self._docker, container, volume)
+                await self._docker.container_remove(container)
         except DockerError as exc:
             if may_succeed_later(exc):
                 log.warning(
                     "could not remove warm container=%s error=%s (again later)", container, exc
                 )
-                self._unremoved.add((container, volume))
+                self._unremoved.add(container)
             else:
                 log.warning(
                     "could not remove warm container=%s error=%s (the reaper will)", container, exc
@@ -380,4 +376,4 @@ class WarmPool:
             return
         if cleanup.cancelled_caught:
             log.warning("removal of warm container=%s timed out (again later)", container)
-            self._unremoved.add((container, volume))
+            self._unremoved.add(container)

@@ -14,7 +14,6 @@ from dsw.config import Settings
 from dsw.container_spec import (
     JobLimits,
     container_config,
-    new_volume_name,
     seccomp_option,
     unenforced,
 )
@@ -27,7 +26,6 @@ from dsw.errors import (
     NotConfinable,
     NotFound,
 )
-from dsw.reaper import remove_sandbox
 from dsw.sandbox_types import SandboxType
 
 if TYPE_CHECKING:
@@ -118,8 +116,7 @@ async def check_probe(
     system call the profile removes fails with EPERM (NotConfinable otherwise)."""
     access = egress.access() if egress and sandbox.network == "egress" else None
     limits = JobLimits.defaults(settings)
-    volume = new_volume_name()
-    config = container_config(settings, sandbox, limits, str(uuid.uuid4()), access, volume)
+    config = container_config(settings, sandbox, limits, str(uuid.uuid4()), access)
     config["Cmd"] = _SECCOMP_PROBE
     name = f"dsw-probe-{uuid.uuid4()}"
     container, warnings = await docker.container_create(name, config)
@@ -150,7 +147,7 @@ async def check_probe(
         if access is not None and egress is not None:
             egress.proxy.revoke(access.token)
         with trio.move_on_after(settings.cleanup_timeout_s, shield=True):
-            await remove_sandbox(docker, container, volume)
+            await docker.container_remove(container)
 
 
 _told_blkio: list[str] = []

@@ -36,7 +36,6 @@ from dsw.container_spec import (
     PID_LABEL,
     PIDNS_LABEL,
     PROJECT_LABEL,
-    VOLUME_PREFIX,
     WORKER_LABEL,
     age_bound_s,
     pid_namespace,
@@ -205,60 +204,18 @@ async def reap(
         if reason is None:
             continue
         names = ",".join(n.lstrip("/") for n in container.get("Names", []))
-        volumes = [
-            str(mount["Name"])
-            for mount in container.get("Mounts") or []
-            if str(mount.get("Name", "")).startswith(VOLUME_PREFIX)
-        ]
         try:
             await docker.container_remove(container_id)
-            for volume in volumes:
-                await docker.volume_remove(volume)
         except DockerError as exc:
             log.warning("reaper could not remove container=%s error=%s", names, exc)
             continue
         removed += 1
         log.info("reaped container=%s reason=%r", names, reason)
-    await reap_volumes(docker, clock())
     await reap_networks(docker, settings)
     return removed
 
 
 def may_succeed_later(exc: DockerError) -> bool:
     """Whether a removal that failed so is worth asking again: the daemon did not answer, or
-    answered 5xx (a daemon shutting down says 500 "database not open", having done part of the
-    work: a create made its named volume)."""
+    answered 5xx (a daemon shutting down says 500 "database not open")."""
     return isinstance(exc, DockerUnavailable) or (exc.status or 0) >= 500
-
-
-async def remove_sandbox(docker: DockerClient, container: str, volume: str | None) -> None:
-    """Force-remove a sandbox container and then its job-files volume. Raises DockerError."""
-    await docker.container_remove(container)
-    if volume:
-        await docker.volume_remove(volume)
-
-
-async def reap_volumes(docker: DockerClient, now: float) -> int:
-    """Remove dsw's job-files volumes that no container uses: those a reaped container leaves,
-    and those a restarting daemon kept although it answered their removal (or their container's
-    create) with an error. A volume is made with its container, so one without it for a while
-    is no one's."""
-    removed = 0
-    for volume in await docker.volumes_list(name=VOLUME_PREFIX, dangling=True):
-        if not str(volume.get("Name", "")).startswith(VOLUME_PREFIX):
-            continue
-        created = str(volume.get("CreatedAt") or "")
-        try:
-            age_s = now - datetime.datetime.fromisoformat(created).timestamp()
-        except ValueError:
-            age_s = 0.0
-        if age_s <= _YOUNG_S:
-            continue
-        try:
-            await docker.volume_remove(str(volume["Name"]))
-        except DockerError as exc:
-            log.warning("reaper could not remove volume=%s error=%s", volume.get("Name"), exc)
-            continue
-        removed += 1
-        log.info("reaped volume=%s (no container uses it)", volume.get("Name"))
-    return removed

@@ -1,4 +1,4 @@
-"""The life of one job's container: create, deliver files, start, wait, collect, remove.
+"""The life of one job's container: create, start, release with its files, wait, collect, remove.
 
 Everything runs inside the caller's trio cancel scope. Whatever happens (success, failure,
 timeout, an output cap, a Docker error, cancellation from outside), the container is removed
@@ -9,9 +9,7 @@ fails is logged and left to the reaper, never raised over the result.
 
 from __future__ import annotations
 
-import io
 import logging
-import tarfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,12 +23,11 @@ from dsw import metrics
 from dsw.config import Settings, human_bytes
 from dsw.container_output import ContainerOutput, memory_peak
 from dsw.container_spec import (
-    SCRIPT_DIR,
     WORKER_LABEL,
     JobLimits,
     container_config,
     lifetime_bound_s,
-    new_volume_name,
+    release,
     resource_limits,
     unenforced,
 )
@@ -42,6 +39,7 @@ from dsw.errors import (
     DockerUnavailable,
     LimitsNotEnforced,
     NotFound,
+    SandboxError,
     WarmContainerLost,
 )
 from dsw.messages import FinishedWith, validate_job_id
@@ -93,21 +91,14 @@ def container_name(job_id: str) -> str:
     return f"sandbox-job-{validate_job_id(job_id)}"
 
 
-def job_archive(request: ScriptRequest) -> bytes:
-    """A tar of the job's files for /tmp/script, owned by root and read-only to the sandbox user."""
+def job_files(request: ScriptRequest) -> dict[str, str]:
+    """The files the job's release brings into /tmp/script."""
     files = {request.sandbox.script_name: request.script}
     if request.nuget_config is not None and request.sandbox.nuget_config:
         files["NuGet.Config"] = request.nuget_config
     if request.stdin is not None:
         files["stdin"] = request.stdin
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, text in files.items():
-            data = text.encode("utf-8")
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    return files
 
 
 async def run_script(
@@ -136,21 +127,21 @@ async def open_script(
     """Run one script in a brand-new container (created now, or `warm`, a pool's container that
     never ran a job) and yield its outcome while the container still exists, so that the caller
     can publish it first; the container is removed when the block ends, whatever happened.
-    `on_started` runs once the script starts (the container's start, or, for `warm`, once the
-    container has said it was released: a warm container lost before that never ran the script,
-    and its job's cold run calls `on_started` itself, so it runs once per job). A type
+    `on_started` runs once the script starts: once the container has said it was released (a
+    warm container lost before that never ran the script, and its job's cold run calls
+    `on_started` itself, so it runs once per job). A type
     with `network = "egress"` needs `egress`: the container's proxy token is bound to the job
     when it starts and revoked (its tunnels closed) before the container is removed.
 
     Raises InvalidJobId before touching Docker, LimitsNotEnforced, WarmContainerLost when `warm`
-    could not take the job (it is removed; run the job cold), or DockerError when the daemon
-    fails us (never the script's fault). On cancellation the container is killed and removed,
-    then Cancelled propagates.
+    could not take the job (it is removed; run the job cold), SandboxError when a cold container
+    ends before its release (its image could not take the job's files), or DockerError when the
+    daemon fails us (never the script's fault). On cancellation the container is killed and
+    removed, then Cancelled propagates.
     """
     name = container_name(request.job_id)
     container: str | None = None
     access = warm.egress if warm else _access(request, egress)
-    volume = warm.volume if warm else new_volume_name()
 
     def started() -> None:
         if access is not None and egress is not None:
@@ -161,11 +152,10 @@ async def open_script(
     try:
         if warm is None:
             config = container_config(
-                settings, request.sandbox, request.limits, request.job_id, access, volume
+                settings, request.sandbox, request.limits, request.job_id, access
             )
             with metrics.container_create.time():
                 container = await _create(docker, settings, name, config)
-                await docker.container_put_archive(container, SCRIPT_DIR, job_archive(request))
         else:
             container = warm.id
             await _hand_over(docker, settings, request, container, name)
@@ -181,7 +171,7 @@ async def open_script(
                 # The create may have happened without its answer reaching us: the name is ours
                 # only if our label says so (it may be another worker's run we were waiting for).
                 container = await _ours_by_name(docker, settings, name)
-            await remove_container(docker, container, volume, request.job_id)
+            await remove_container(docker, container, request.job_id)
         if warm is not None:
             warm.removed()  # or left to the reaper: no longer the pool's to name as in use
         if cleanup.cancelled_caught:
@@ -200,12 +190,11 @@ def _access(request: ScriptRequest, egress: Egress | None) -> EgressAccess | Non
 async def _hand_over(
     docker: DockerClient, settings: Settings, request: ScriptRequest, container: str, name: str
 ) -> None:
-    """Make a warm pool's container the job's: its files in, its limits on, its name
-    `sandbox-job-<jobId>` (every rule keyed on that name holds). WarmContainerLost if the
-    container will not have it."""
+    """Make a warm pool's container the job's: its limits on, its name `sandbox-job-<jobId>`
+    (every rule keyed on that name holds); its files come with the release. WarmContainerLost
+    if the container will not have it."""
     try:
         with metrics.container_create.time():
-            await docker.container_put_archive(container, SCRIPT_DIR, job_archive(request))
             if settings.enable_resource_limits and request.limits != JobLimits.defaults(settings):
                 limits = resource_limits(settings, request.limits)
                 memory = {key: limits[key] for key in ("Memory", "MemorySwap", "MemoryReservation")}
@@ -284,22 +273,17 @@ async def _ours_by_name(docker: DockerClient, settings: Settings, name: str) -> 
     return str(existing["Id"]) if labels.get(WORKER_LABEL) == settings.worker_id else None
 
 
-async def remove_container(
-    docker: DockerClient, container: str | None, volume: str, job_id: str
-) -> None:
-    """Force-remove a container (if there is one) and its job-files volume; a daemon that does
-    not answer, or answers 5xx (restarting: it says 500 "database not open" while it shuts
-    down), is asked again, with backoff, until the caller's deadline (the caller shields it and
-    gives it one), so that the container and its volume are gone before the job's slot is used
-    again. A failure is logged and counted, never raised: the reaper retries it."""
+async def remove_container(docker: DockerClient, container: str | None, job_id: str) -> None:
+    """Force-remove a container (if there is one); a daemon that does not answer, or answers 5xx
+    (restarting: it says 500 "database not open" while it shuts down), is asked again, with
+    backoff, until the caller's deadline (the caller shields it and gives it one), so that the
+    container is gone before the job's slot is used again. A failure is logged and counted,
+    never raised: the reaper retries it."""
     delay_s = 0.1
     with metrics.container_cleanup.time():
-        while True:
+        while container is not None:
             try:
-                if container is not None:
-                    await docker.container_remove(container)
-                    container = None
-                await docker.volume_remove(volume)
+                await docker.container_remove(container)
                 return
             except DockerError as exc:
                 if may_succeed_later(exc):
@@ -323,29 +307,23 @@ async def _run(
     warm: bool,
     released: Callable[[], None] = lambda: None,
 ) -> ScriptOutcome:
-    """Start the container (or release the warm one, then call `released`), wait for it within
-    the time limit, and read what it wrote. `on_started` runs once: at the start, or once a
-    warm container's release marker has come."""
-    output = (
-        _ReleasedOutput(settings, on_started or (lambda: None))
-        if warm
-        else ContainerOutput(settings)
-    )
+    """Start the container (a warm one runs already), release it with the job's files, then call
+    `released`; wait for it within the time limit, and read what it wrote. `on_started` runs
+    once the container's release marker has come."""
+    output = _ReleasedOutput(settings, on_started or (lambda: None))
     async with open_nursery() as nursery:
-        if warm:
-            try:
-                stdin = await nursery.start(output.collect_released, docker, container)
-                # The release: the time limit counts from here.
-                await stdin.send(b"\n")
-                released()
-            except (Conflict, NotFound) as exc:
+        try:
+            stdin = await nursery.start(output.collect_released, docker, container)
+            if not warm:
+                with metrics.container_start.time():
+                    await docker.container_start(container)
+            # The release: the time limit counts from here.
+            await stdin.send(release(job_files(request)))
+            released()
+        except (Conflict, NotFound) as exc:
+            if warm:
                 raise WarmContainerLost(f"warm container {container} is gone: {exc}") from exc
-        else:
-            await nursery.start(output.collect, docker, container)
-            with metrics.container_start.time():
-                await docker.container_start(container)
-            if on_started is not None:
-                on_started()
+            raise
         started, started_wall = trio.current_time(), time.time()
         ended = await _wait_for_exit(docker, settings, request, container)
         duration_s = trio.current_time() - started
@@ -359,8 +337,14 @@ async def _run(
     if exit_code >= 128 and not (ended.stop_sent or output.over_limit):
         await _check_not_killed_by_daemon(docker, container, started_wall)
     if not output.released:
-        # It died before the release: the script never ran, and a cold run will do it.
-        raise WarmContainerLost(f"warm container {container} exited before the release")
+        # It ended before the release: the script never ran (a cold run will do it, for a warm
+        # container; a cold one's image could not take the job's files).
+        if warm:
+            raise WarmContainerLost(f"warm container {container} exited before the release")
+        raise SandboxError(
+            f"the {request.sandbox.name} sandbox exited with {exit_code} before its release: "
+            "its image could not take the job's files"
+        )
     output.finish()
     report = output.report
     if report is not None:
@@ -395,8 +379,8 @@ async def _run(
 
 
 class _ReleasedOutput(ContainerOutput):
-    """A warm container's output, which tells `on_released` once the release marker has come
-    on every stream: the script is about to run. A container lost between the release and its
+    """A container's output, which tells `on_released` once the release marker has come on
+    every stream: the script is about to run. A warm container lost between the release and its
     marker never ran the script (its job runs cold and is started there, once)."""
 
     def __init__(self, settings: Settings, on_released: Callable[[], None]) -> None:

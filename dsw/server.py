@@ -11,7 +11,9 @@ to bottom:
    A record of a job id already in flight anywhere in the worker joins that run instead.
 3. Once the broker acknowledges the answer, `_finish` marks the record's offset finished (a run's
    container is removed after that; a rejection's dead-letter copy is written before it).
-4. After every poll, the loop commits each partition up to its first unfinished offset.
+4. After a poll, the loop commits each partition up to its first unfinished offset: after every
+   poll while no job runs, at most every COMMIT_EVERY_S while jobs run (each commit is a write
+   to the broker; a crash redelivers what finished since the last one), and once more at the end.
 5. A task cancelled before its answer is acknowledged (shutdown, drain timeout) leaves its offset
    unfinished, so it is never committed and the job is redelivered. Every record left unfinished
    when the job nursery closes is logged, by job id (or by where it is when it has none).
@@ -37,6 +39,8 @@ from dsw.status import Readiness
 log = logging.getLogger(__name__)
 
 POLL_S = 0.5
+# Under load, commits at most this often rather than after every job.
+COMMIT_EVERY_S = 1.0
 
 Position = tuple[Partition, int]
 
@@ -66,6 +70,7 @@ class TypeServer:
         self._slot_freed = trio.Event()
         self._open: dict[Position, _Open] = {}
         self._idle = False  # assigned no partition (said once, until it gets one)
+        self._committed_at = -COMMIT_EVERY_S  # trio's clock
 
     async def serve(self) -> None:
         """Keep the warm pool (if any) and consume until drained; every job task lives in this
@@ -128,8 +133,11 @@ class TypeServer:
                     # No room: read it again once a slot is free.
                     consumer.seek(partition, record.offset)
                     held_back.add(partition)
-            if not await consumer.commit():
-                metrics.commit_failures.inc()
+            now = trio.current_time()
+            if not job_tasks.child_tasks or now - self._committed_at >= COMMIT_EVERY_S:
+                self._committed_at = now
+                if not await consumer.commit():
+                    metrics.commit_failures.inc()
 
     def _assigned(self, partitions: list[Partition]) -> None:
         """After a rebalance: say plainly when this worker gets nothing to do."""
@@ -173,6 +181,8 @@ class TypeServer:
         return True
 
     def _parse(self, record: Record) -> Parsed:
+        if record.unreadable:  # the client could not decode it: no key, no value to read
+            return DeadLetter(record.unreadable, "undecodable")
         try:
             return parse(record.key, record.value, self.ctx.settings)
         except Exception as exc:

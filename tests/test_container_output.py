@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from dsw.config import Settings, load_settings
-from dsw.container_output import ContainerOutput
+from dsw.container_output import RELEASED, ContainerOutput
 from dsw.docker.client import DockerClient
 from dsw.docker.logs import STDERR, STDOUT
 from dsw.messages import FinishedWith
@@ -86,6 +86,26 @@ def test_no_report_is_taken_from_a_stream_over_its_cap(settings: Settings) -> No
     assert output.report is None
 
 
+class RacingStream:
+    """The attached stdin and output: the release marker once released, the rest at the exit."""
+
+    def __init__(self, docker: RacingDocker) -> None:
+        self.docker = docker
+        self.released = trio.Event()
+
+    async def send(self, data: bytes) -> None:
+        assert data.startswith(b"dsw-job main.sh=")
+        self.docker.calls.append("release")
+        self.released.set()
+        await trio.lowlevel.checkpoint()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        await self.released.wait()
+        yield frame(STDOUT, RELEASED) + frame(STDERR, RELEASED)
+        await self.docker.exited.wait()
+        yield frame(STDERR, self.docker.stderr)
+
+
 class RacingDocker:
     """A container that is still running when the time limit comes and exits at the stop: the
     stop is answered `stopped` (204: it was running) or not (304: it had already stopped)."""
@@ -98,12 +118,8 @@ class RacingDocker:
         self.calls: list[str] = []
 
     @asynccontextmanager
-    async def open_container_attach(self, container: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        async def chunks() -> AsyncIterator[bytes]:
-            await self.exited.wait()
-            yield frame(STDERR, self.stderr)
-
-        yield chunks()
+    async def open_container_attach_stdin(self, container: str) -> AsyncIterator[RacingStream]:
+        yield RacingStream(self)
 
     async def container_start(self, container: str) -> None:
         self.calls.append("start")
@@ -138,7 +154,7 @@ class RacingDocker:
 async def run_racing(settings: Settings, docker: RacingDocker) -> ScriptOutcome:
     request = request_for(settings, "exit\n", timeout_s=5)
     outcome = await _run(cast(DockerClient, docker), settings, request, "c0ffee", None, False)
-    assert docker.calls == ["start", "wait", "stop", "wait"]  # the deadline came first
+    assert docker.calls == ["start", "release", "wait", "stop", "wait"]  # the deadline first
     return outcome
 
 

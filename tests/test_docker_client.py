@@ -132,7 +132,7 @@ async def test_transport_errors_are_docker_unavailable() -> None:
         with pytest.raises(DockerUnavailable):
             await DockerClient(http, 1.0).ping()
         with pytest.raises(DockerUnavailable):
-            async with DockerClient(http, 1.0).open_container_attach("abc"):
+            async with DockerClient(http, 1.0).open_container_attach_stdin("abc"):
                 pass
 
 

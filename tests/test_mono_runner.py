@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from dsw.config import Settings
-from dsw.container_spec import SCRIPT_DIR, container_config, new_volume_name, pool_command
+from dsw.container_spec import container_command, container_config, release
 from dsw.docker import DockerClient
 from dsw.docker.client import Attached
 from dsw.docker.logs import STDERR, STDOUT, FrameParser
@@ -22,7 +22,7 @@ from dsw.sandbox import (
     ScriptOutcome,
     ScriptRequest,
     container_name,
-    job_archive,
+    job_files,
     remove_container,
     run_script,
 )
@@ -294,40 +294,32 @@ class WaitingContainer:
     async def collect(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """All it writes, attached before the start (output only: stdin stays the control's)."""
+        """All it writes, attached before the start with its stdin, the worker's control
+        channel, until it ends or close_stdin."""
         parser = FrameParser()
         try:
-            async with self.docker.open_container_attach(self.container) as chunks:
-                task_status.started()
-                async for chunk in chunks:
-                    for stream_id, piece in parser.feed(chunk):
-                        self.output[stream_id] += piece
-                    self._more.set()
-                    self._more = trio.Event()
+            with self._control_scope:
+                async with self.docker.open_container_attach_stdin(self.container) as control:
+                    self._control = control
+                    task_status.started()
+                    async for chunk in control.chunks():
+                        for stream_id, piece in parser.feed(chunk):
+                            self.output[stream_id] += piece
+                        self._more.set()
+                        self._more = trio.Event()
         finally:
             self.ended_at = trio.current_time()
             self.ended.set()
             self._more.set()
 
-    async def hold_control(
-        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        """The attached stdin, the worker's control channel, until close_stdin (its copy of
-        the output is read and dropped: `collect` has it from the start)."""
-        with self._control_scope:
-            async with self.docker.open_container_attach_stdin(self.container) as control:
-                self._control = control
-                task_status.started()
-                async for _ in control.chunks():
-                    pass
-                await trio.sleep_forever()
-
-    async def release(self) -> None:
+    async def release(self, request: ScriptRequest) -> None:
+        """What the worker writes: the release line and the job's files."""
         assert self._control is not None
-        await self._control.send(b"\n")
+        await self._control.send(release(job_files(request)))
 
     def close_stdin(self) -> None:
-        """Detach the control channel: with StdinOnce the daemon closes the container's stdin."""
+        """Detach the control channel: with StdinOnce the daemon closes the container's stdin
+        (what the container writes after that is not read)."""
         self._control_scope.cancel(reason="the end of the control channel")
 
     async def wait_for_output(self, stream_id: int, data: bytes) -> None:
@@ -351,12 +343,9 @@ async def open_waiting_container(
 ) -> AsyncIterator[WaitingContainer]:
     """Created with the worker's hardening, attached, started, its control channel open;
     removed at the end whatever happened."""
-    volume = new_volume_name()
-    config = container_config(
-        settings, request.sandbox, request.limits, request.job_id, volume=volume
-    )
+    config = container_config(settings, request.sandbox, request.limits, request.job_id)
     # The end of the attached stdin (the worker's control channel) ends the container's.
-    assert pool_command(request.sandbox) == WAITING_CMD  # as the worker's pool starts it
+    assert container_command(request.sandbox, pooled=True) == WAITING_CMD  # as a pool starts it
     config.update(Cmd=WAITING_CMD, OpenStdin=True, AttachStdin=True, StdinOnce=True)
     container, _ = await docker.container_create(container_name(request.job_id), config)
     try:
@@ -364,12 +353,11 @@ async def open_waiting_container(
         async with trio.open_nursery() as nursery:
             await nursery.start(waiting.collect)
             await docker.container_start(container)
-            await nursery.start(waiting.hold_control)
             yield waiting
             nursery.cancel_scope.cancel(reason="the test is done with the container")
     finally:
         with trio.move_on_after(30, shield=True):
-            await remove_container(docker, container, volume, request.job_id)
+            await remove_container(docker, container, request.job_id)
 
 
 class WarmRun:
@@ -392,9 +380,8 @@ async def run_warm(docker: DockerClient, settings: Settings, request: ScriptRequ
     async with open_waiting_container(docker, settings, request) as waiting:
         await trio.sleep(WARM_UP_S)
         before = {k: bytes(v) for k, v in waiting.output.items()}
-        await docker.container_put_archive(waiting.container, SCRIPT_DIR, job_archive(request))
         released = trio.current_time()
-        await waiting.release()
+        await waiting.release(request)
         exit_code = await waiting.wait_for_exit()
         after = {STDOUT: bytes(waiting.output[STDOUT]), STDERR: waiting.stderr_without_report()}
         run = WarmRun(before, after, exit_code)
@@ -437,8 +424,7 @@ async def test_a_released_script_stopped_at_its_time_limit_keeps_its_output(
     assert cold.finished_with is FinishedWith.TIME_LIMIT_EXCEEDED
     request = mono_request(settings, script)
     async with open_waiting_container(docker, settings, request) as waiting:
-        await docker.container_put_archive(waiting.container, SCRIPT_DIR, job_archive(request))
-        await waiting.release()
+        await waiting.release(request)
         with trio.fail_after(30):
             await waiting.wait_for_output(STDOUT, b"Waiting 6 minutes\n")
         # What the worker does at the time limit.
@@ -458,7 +444,6 @@ async def test_the_end_of_stdin_before_a_release_exits_0_silently(
 ) -> None:
     request = mono_request(settings, (TEST_SCRIPTS / "hello-world.csx").read_text())
     async with open_waiting_container(docker, settings, request) as waiting:
-        await docker.container_put_archive(waiting.container, SCRIPT_DIR, job_archive(request))
         await trio.sleep(WARM_UP_S)
         waiting.close_stdin()
         assert await waiting.wait_for_exit() == 0

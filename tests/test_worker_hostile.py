@@ -17,6 +17,7 @@ import trio
 from dsw.config import Settings
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka, create_topics
+from tests.raw_records import batch_with_bad_header_key, produce_raw, raw_batch
 from tests.test_worker import committed, count_finished, finished_of, stop
 from tests.workers import by_topic, job, read_until, run_worker, worker_settings
 
@@ -174,6 +175,41 @@ async def test_unreadable_records_with_a_readable_id_are_rejected_and_kept(
             SHELL.encode()
         )
     assert sum((await committed(ws, SHELL)).values()) == 6
+
+
+async def test_a_record_the_client_cannot_decode_is_dead_lettered_and_stops_nothing(
+    docker: DockerClient, kafka: Kafka, settings: Settings, topic_prefix: str
+) -> None:
+    # A header key that is not UTF-8: the broker keeps it, aiokafka raises at every fetch of it.
+    ws = worker_settings(settings, topic_prefix, runner_types=(SHELL,))
+    pending = f"{topic_prefix}pending-{SHELL}"
+    await create_topics(ws.kafka_broker_url, [pending], partitions=1)  # one queue, in order
+    poisoned = str(uuid.uuid4())
+    _, body = job("echo never\n", poisoned)
+    batch = batch_with_bad_header_key([(poisoned.encode(), body)])
+    async with run_worker(ws) as worker:
+        await produce_raw(ws.kafka_broker_url, pending, 0, batch)
+        # Neither key nor value (a tombstone), which aiokafka will not send as it is.
+        await produce_raw(ws.kafka_broker_url, pending, 0, raw_batch([(None, None)]))
+        valid_id, valid = job("echo after it\n")
+        await kafka.publish(pending, valid_id, valid)
+        records = await read_until(
+            kafka,
+            [ws.finished_topic, pending + ".DLT"],
+            lambda rs: count_finished(ws, 1)(rs) and sum(r.topic.endswith(".DLT") for r in rs) > 1,
+        )
+        await stop(worker)
+    assert finished_of(records, ws)[valid_id]["scriptResults"]["stdout"] == "after it\n"
+    undecodable, tombstone = [r for r in records if r.topic == pending + ".DLT"]
+    headers = dlt_headers(undecodable.headers)
+    assert headers["kafka_dlt-exception-fqcn"] == b"dsw.undecodable"
+    assert headers["kafka_dlt-exception-message"].startswith(
+        b"undecodable record batch at offsets 0: UnicodeDecodeError"
+    )
+    assert struct.unpack(">q", headers["kafka_dlt-original-offset"])[0] == 0
+    assert (tombstone.key, tombstone.value) == (None, b"")
+    assert struct.unpack(">q", dlt_headers(tombstone.headers)["kafka_dlt-original-offset"])[0] == 1
+    assert sum((await committed(ws, SHELL)).values()) == 3
 
 
 async def test_a_job_id_with_a_line_break_forges_no_log_line(

@@ -261,16 +261,6 @@ class DockerClient:
         )
         return result["Id"], list(result.get("Warnings") or [])
 
-    async def container_put_archive(self, container: str, path: str, tar: bytes) -> None:
-        await self._request(
-            "PUT",
-            f"/containers/{container}/archive",
-            idempotent=True,
-            params={"path": path},
-            content=tar,
-            headers={"Content-Type": "application/x-tar"},
-        )
-
     async def container_start(self, container: str) -> None:
         await self._request("POST", f"/containers/{container}/start")
 
@@ -297,19 +287,11 @@ class DockerClient:
         return int(result["StatusCode"])
 
     @asynccontextmanager
-    async def open_container_attach(self, container: str) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The multiplexed stdout/stderr stream, attached before start (as `docker run` does, so
-        nothing a short-lived container writes is missed); it ends when the container does."""
-        async with self._stream(
-            "POST", f"/containers/{container}/attach", stream=1, stdout=1, stderr=1
-        ) as chunks:
-            yield chunks
-
-    @asynccontextmanager
     async def open_container_attach_stdin(self, container: str) -> AsyncIterator[Attached]:
-        """Attached to a running container's stdin too, over an upgraded (hijacked) connection:
-        what is written reaches the container's stdin, the output comes multiplexed. Conflict if
-        the container is not running."""
+        """Attached to a container's stdin, stdout and stderr over an upgraded (hijacked)
+        connection: what is written reaches its stdin, the output comes multiplexed, until the
+        container's streams end. Before its start, as `docker run` does, nothing a short-lived
+        container writes is missed."""
         endpoint = "POST /containers/{id}/attach"
         path = f"/containers/{container}/attach"
         with _translated(endpoint):
@@ -375,21 +357,6 @@ class DockerClient:
             await self._request(
                 "DELETE", f"/containers/{container}", params={"force": "true", "v": "true"}
             )
-        except NotFound:
-            pass
-
-    # -- volumes ---------------------------------------------------------------------------
-
-    async def volumes_list(self, name: str, dangling: bool) -> list[Json]:
-        """Volumes whose name contains `name` (the daemon's filter is a substring match)."""
-        filters = {"name": [name], "dangling": [str(dangling).lower()]}
-        result = await self._json("GET", "/volumes", params={"filters": json.dumps(filters)})
-        return list((result or {}).get("Volumes") or [])
-
-    async def volume_remove(self, volume: str) -> None:
-        """Remove a volume; a missing one is not an error."""
-        try:
-            await self._request("DELETE", f"/volumes/{quote(volume, safe='')}")
         except NotFound:
             pass
 

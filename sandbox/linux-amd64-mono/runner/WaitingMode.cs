@@ -7,17 +7,20 @@ using System.Runtime.InteropServices;
 namespace Dsw
 {
     // `csx-runner.exe --wait-for-release /tmp/script/main.csx`: loads, warms the compiler
-    // up on a throwaway script and prepares the job's evaluator, all silently; then reads
-    // one line from standard input (the worker's control channel). Then it says
-    // `NUL dsw-released NUL LF` on stdout and on stderr, takes /tmp/script/stdin (or
-    // nothing) as its standard input and runs the script as the normal mode does. At
-    // the end of the control channel before a line it exits 0 and says nothing.
+    // up on a throwaway script and prepares the job's evaluator, all silently; then takes
+    // the release from standard input (the worker's control channel), as dsw-entry does:
+    // one line `dsw-job NAME=SIZE...`, then each file's SIZE bytes, into /tmp/script. Then
+    // it says `NUL dsw-released NUL LF` on stdout and on stderr, takes /tmp/script/stdin
+    // (or nothing) as its standard input and runs the script as the normal mode does. At
+    // the end of the control channel before a whole line it exits 0 and says nothing.
     static class WaitingMode
     {
         public const string Option = "--wait-for-release";
         const string ReleaseMarker = "\0dsw-released\0\n";
-        const string JobStdin = "/tmp/script/stdin";
+        const string ScriptDir = "/tmp/script";
+        const string JobStdin = ScriptDir + "/stdin";
         const string NoInput = "/dev/null";
+        const int BadRelease = 64;
 
         // Declarations, a method, LINQ, await and an exception report: the compiler's and
         // the runner's paths a script takes, compiled once before the job comes.
@@ -34,7 +37,14 @@ if (Sum(warm) > 0) throw new InvalidOperationException(new StringBuilder(""x"").
             string fileName = Path.GetFileName(path);
             WarmUp(fileName);
             ScriptCompiler prepared = Prepare(fileName);
-            if (!WaitForRelease()) return 0;
+            string line = ReadLine();
+            if (line == null) return 0;
+            string refused = TakeFiles(line);
+            if (refused != null)
+            {
+                Console.Error.WriteLine("csx-runner: {0}", refused);
+                return BadRelease;
+            }
             SayReleased();
             if (!TakeJobInput()) return 1;
             // Not prepared (its errors went before the release): the normal mode's own, then.
@@ -79,17 +89,49 @@ if (Sum(warm) > 0) throw new InvalidOperationException(new StringBuilder(""x"").
             }
         }
 
-        // True once a whole line has come; false at the end of the input before one.
-        static bool WaitForRelease()
+        // One line from the control channel, a byte at a time (nothing of the files is read
+        // ahead); null at its end before a whole line.
+        static string ReadLine()
         {
+            var line = new MemoryStream();
             var one = new byte[1];
             while (true)
             {
                 long n = read(0, one, (UIntPtr)1).ToInt64();
-                if (n == 1 && one[0] == (byte)'\n') return true;
-                if (n == 0) return false;
-                if (n < 0 && Marshal.GetLastWin32Error() != EINTR) return false;
+                if (n == 1 && one[0] == (byte)'\n') return System.Text.Encoding.ASCII.GetString(line.ToArray());
+                if (n == 1) line.WriteByte(one[0]);
+                else if (n == 0 || Marshal.GetLastWin32Error() != EINTR) return null;
             }
+        }
+
+        // The job's files, as the release line lists them; null when all are in place, else why not.
+        static string TakeFiles(string line)
+        {
+            string[] words = line.Split(' ');
+            if (words[0] != "dsw-job") return "not a release: " + words[0];
+            if (mkdir(ScriptDir, 0x1C0 /* 0700 */) != 0) return "cannot make " + ScriptDir;
+            var chunk = new byte[64 * 1024];
+            for (int i = 1; i < words.Length; i++)
+            {
+                string[] file = words[i].Split(new[] { '=' }, 2);
+                long size;
+                if (file.Length != 2 || file[0] == "" || file[0].StartsWith(".") || file[0].Contains("/")
+                    || !long.TryParse(file[1], System.Globalization.NumberStyles.None, null, out size))
+                    return "bad file " + words[i];
+                using (var output = new FileStream(Path.Combine(ScriptDir, file[0]), FileMode.CreateNew))
+                {
+                    while (size > 0)
+                    {
+                        long n = read(0, chunk, (UIntPtr)Math.Min(size, chunk.Length)).ToInt64();
+                        if (n == 0 || (n < 0 && Marshal.GetLastWin32Error() != EINTR))
+                            return "the release ended inside " + file[0];
+                        if (n < 0) continue;
+                        output.Write(chunk, 0, (int)n);
+                        size -= n;
+                    }
+                }
+            }
+            return null;
         }
 
         static void SayReleased()
@@ -122,6 +164,9 @@ if (Sum(warm) > 0) throw new InvalidOperationException(new StringBuilder(""x"").
 
         [DllImport("libc", SetLastError = true)]
         static extern int open(string path, int flags);
+
+        [DllImport("libc", SetLastError = true)]
+        static extern int mkdir(string path, uint mode);
 
         [DllImport("libc", SetLastError = true)]
         static extern int dup2(int from, int to);
