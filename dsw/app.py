@@ -27,13 +27,13 @@ from dsw.docker import DockerClient, open_docker
 from dsw.docker_health import DockerHealth
 from dsw.drain import Drain
 from dsw.egress.network import Egress, open_egress_for
-from dsw.errors import DockerUnavailable, KafkaUnavailable
+from dsw.errors import DockerError, DockerUnavailable, KafkaUnavailable
 from dsw.inflight import InFlight
 from dsw.jobs import JobContext
 from dsw.kafka import create_topics, open_kafka
 from dsw.pool import WarmPool
 from dsw.preflight import preflight
-from dsw.reaper import reap
+from dsw.reaper import reap, remove_own
 from dsw.sandbox_types import SandboxType, load_sandbox_types
 from dsw.server import TypeServer
 from dsw.status import Readiness, serve_status
@@ -144,6 +144,12 @@ async def _serve_confined(
             for server in servers:
                 types.start_soon(server.serve)
         services.cancel_scope.cancel(reason="servers stopped")
+    # Nothing of this worker runs any more: what of it is still on the daemon goes too.
+    with trio.move_on_after(settings.cleanup_timeout_s):
+        try:
+            metrics.containers_reaped.inc(await remove_own(docker, settings))
+        except DockerError as exc:
+            log.warning("could not list this worker's containers at the end error=%s", exc)
 
 
 async def ensure_topics(settings: Settings, sandboxes: dict[str, SandboxType]) -> None:

@@ -320,9 +320,15 @@ class Reader:
         self._consumer = consumer
 
     async def take(self, timeout_s: float) -> list[Record]:
-        """What arrived within `timeout_s`; KafkaUnavailable when the fetch fails."""
+        """What arrived within `timeout_s`; KafkaUnavailable when the fetch fails, or when a
+        record cannot be decoded (a reader has no way around it: it would meet it again)."""
         with _translated("fetch"):
-            batches = await _aio(self._consumer.getmany)(timeout_ms=int(timeout_s * 1000))
+            try:
+                batches = await _aio(self._consumer.getmany)(timeout_ms=int(timeout_s * 1000))
+            except (KafkaError, TimeoutError):
+                raise
+            except Exception as exc:
+                raise KafkaUnavailable(f"a record that cannot be decoded: {exc!r}") from exc
         return _records(batches)
 
 

@@ -215,6 +215,23 @@ async def reap(
     return removed
 
 
+async def remove_own(docker: DockerClient, settings: Settings) -> int:
+    """At the worker's end, once nothing of it runs: remove every container of its own still
+    there (one the daemon refused to remove earlier, say); how many. Raises DockerError on
+    listing."""
+    removed = 0
+    for container in await docker.containers_list(labels=[f"{WORKER_LABEL}={settings.worker_id}"]):
+        names = ",".join(n.lstrip("/") for n in container.get("Names", []))
+        try:
+            await docker.container_remove(str(container["Id"]))
+        except DockerError as exc:
+            log.warning("could not remove container=%s at the end error=%s", names, exc)
+            continue
+        removed += 1
+        log.info("removed container=%s at the end (left over)", names)
+    return removed
+
+
 def may_succeed_later(exc: DockerError) -> bool:
     """Whether a removal that failed so is worth asking again: the daemon did not answer, or
     answered 5xx (a daemon shutting down says 500 "database not open")."""

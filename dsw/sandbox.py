@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from dsw import metrics
 from dsw.config import Settings, human_bytes
 from dsw.container_output import ContainerOutput, memory_peak
 from dsw.container_spec import (
+    PROJECT_LABEL,
     WORKER_LABEL,
     JobLimits,
     container_config,
@@ -244,7 +246,7 @@ async def _make_way(docker: DockerClient, settings: Settings, name: str) -> None
         ended_at = await finished_at(docker, container)
         if ours or orphan_reason(container, settings, (), time.time(), ended_at) is not None:
             log.warning("replacing leftover container name=%s", name)
-            await docker.container_remove(str(container["Id"]))
+            await _remove_or_put_aside(docker, container, name)
             return
         if not waiting:
             waiting = True
@@ -262,6 +264,22 @@ async def _make_way(docker: DockerClient, settings: Settings, name: str) -> None
             except NotFound:
                 pass  # removed before the wait began
             return
+
+
+async def _remove_or_put_aside(docker: DockerClient, container: dict[str, Any], name: str) -> None:
+    """Remove a leftover; one of dsw's that the daemon cannot remove now (after a restart it may
+    answer 500 "device or resource busy" for a while) is renamed out of the job's way instead,
+    for the reaper (its labels say whose it is)."""
+    container_id = str(container["Id"])
+    try:
+        await docker.container_remove(container_id)
+    except DockerError as exc:
+        labels = container.get("Labels") or {}
+        if isinstance(exc, DockerUnavailable) or labels.get(PROJECT_LABEL) != "dsw":
+            raise
+        aside = f"{name}-aside-{uuid.uuid4().hex[:8]}"
+        await docker.container_rename(container_id, aside)
+        log.warning("leftover container put aside for the reaper name=%s error=%s", aside, exc)
 
 
 async def _ours_by_name(docker: DockerClient, settings: Settings, name: str) -> str | None:
@@ -334,7 +352,9 @@ async def _run(
     if output.error is not None:
         raise output.error
     exit_code, timed_out, peak = ended.exit_code, ended.timed_out, ended.peak_memory_bytes
-    if exit_code >= 128 and not (ended.stop_sent or output.over_limit):
+    # Ended by a signal that was not the worker's (its stop, when the container had already
+    # stopped, stopped nothing: a daemon shutting down may have got there first).
+    if exit_code >= 128 and not (ended.timed_out or output.over_limit):
         await _check_not_killed_by_daemon(docker, container, started_wall)
     if not output.released:
         # It ended before the release: the script never ran (a cold run will do it, for a warm
@@ -420,8 +440,7 @@ def _note(
 class _Ended:
     exit_code: int
     timed_out: bool  # the time limit stopped it (not if it had exited by itself by then)
-    stop_sent: bool  # the worker sent a stop at the time limit
-    peak_memory_bytes: int | None = None  # sampled just before that stop
+    peak_memory_bytes: int | None = None  # sampled just before the stop at the time limit
 
 
 async def _wait_for_exit(
@@ -429,10 +448,10 @@ async def _wait_for_exit(
 ) -> _Ended:
     """Until the container exits, or the time limit stops it."""
     with trio.move_on_after(request.limits.timeout_s):
-        return _Ended(await docker.container_wait(container), False, False)
+        return _Ended(await docker.container_wait(container), False)
     peak = await memory_peak(docker, container)
     stopped, exit_code = await _stop(docker, settings, container)
-    return _Ended(exit_code, stopped, True, peak)
+    return _Ended(exit_code, stopped, peak)
 
 
 async def _check_not_killed_by_daemon(

@@ -1,5 +1,6 @@
 """Stand-ins for the network between the worker and the Docker daemon: a Unix-socket relay that can
-be cut and restored (Docker going away), and TCP and TLS relays (remote daemons)."""
+be cut and restored (Docker going away), TCP and TLS relays (remote daemons), and an HTTP transport
+that answers for the daemon as one restarting would."""
 
 from __future__ import annotations
 
@@ -7,12 +8,21 @@ import os
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
+import httpx
 import trio
 
+from dsw.config import Settings
+from dsw.docker import DockerClient
+from dsw.docker.client import transport_for
+
 DOCKER_SOCKET = "/var/run/docker.sock"
+
+Wrapper = TypeVar("Wrapper", bound=httpx.AsyncBaseTransport)
 
 
 async def _pipe(source: trio.abc.Stream, sink: trio.abc.Stream) -> None:
@@ -153,3 +163,56 @@ async def serve_tcp_relay(
         handler = handshake_then_relay
     task_status.started(port)
     await trio.serve_listeners(handler, listeners)  # type: ignore[arg-type]
+
+
+class RestartingDaemon(httpx.AsyncBaseTransport):
+    """The real daemon, but the requests `refused` picks get the answer of a daemon shutting
+    down (500 "database not open") while `restarting` (until `refusals` of them, if given);
+    with `made` they reach the daemon first (a create during shutdown may still make the
+    container)."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        refused: Callable[[httpx.Request], bool],
+        made: Callable[[httpx.Request], bool] = lambda request: False,
+        refusals: int | None = None,
+    ) -> None:
+        self.inner, self.refused, self.made, self.refusals = inner, refused, made, refusals
+        self.restarting = True
+        self.answered_500: list[str] = []
+        self.requests: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        what = f"{request.method} {request.url.path}"
+        self.requests.append(what)
+        if not (self.restarting and self.refused(request)):
+            return await self.inner.handle_async_request(request)
+        if self.made(request):
+            response = await self.inner.handle_async_request(request)
+            await response.aread()
+            await response.aclose()
+        self.answered_500.append(what)
+        self.restarting = len(self.answered_500) != self.refusals
+        return httpx.Response(500, json={"message": "database not open"})
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@asynccontextmanager
+async def open_docker_via(
+    settings: Settings, wrap: Callable[[httpx.AsyncBaseTransport], Wrapper]
+) -> AsyncIterator[tuple[DockerClient, Wrapper]]:
+    """A client made as `open_docker` makes it, its transport wrapped by `wrap`."""
+    base_url, transport = transport_for(settings)
+    wrapper = wrap(transport)
+    timeout = httpx.Timeout(settings.docker_timeout_s)
+    async with httpx.AsyncClient(base_url=base_url, transport=wrapper, timeout=timeout) as http:
+        client = DockerClient(http, settings.docker_timeout_s)
+        await client.negotiate()
+        yield client, wrapper
+
+
+def is_delete(request: httpx.Request) -> bool:
+    return request.method == "DELETE"

@@ -1,4 +1,5 @@
-"""Test helper: a command run with its stdout and stderr on a real pseudo-terminal."""
+"""Test helpers for what a terminal shows: a command run with its stdout and stderr on a real
+pseudo-terminal, and a script whose output would take over any terminal that showed it as it is."""
 
 from __future__ import annotations
 
@@ -38,3 +39,7 @@ async def run_on_terminal(
 ) -> tuple[int, bytes]:
     """The exit code, and everything the command wrote to its terminal."""
     return await trio.to_thread.run_sync(_run_on_pty, argv, env, timeout_s)
+
+
+# A title, a screen clear, bells, a carriage return and a tab: what a terminal must not obey.
+HOSTILE = "printf 'title\\033]0;pwned\\007 clear\\033[2J bell\\007 cr\\rover\\tend\\n'\n"

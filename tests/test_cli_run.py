@@ -15,7 +15,7 @@ import trio
 from dsw.config import Settings, environment_of
 from dsw.docker import DockerClient
 from tests.conftest import TEST_SCRIPTS, configure, containers_of
-from tests.terminals import run_on_terminal
+from tests.terminals import HOSTILE, run_on_terminal
 from tests.workers import run_dsw
 
 
@@ -112,9 +112,6 @@ async def test_a_script_over_the_worker_s_size_limit_exits_2(
     result = await dsw_run(small, str(tmp_path / "big.sh"))
     assert result.returncode == 2
     assert b"script is over 1000 bytes" in result.stderr
-
-
-HOSTILE = "printf 'title\\033]0;pwned\\007 clear\\033[2J bell\\007 cr\\rover\\tend\\n'\n"
 
 
 async def test_output_on_a_terminal_is_neutralised_unless_raw(

@@ -33,7 +33,7 @@ from dsw.docker import DockerClient
 from dsw.errors import DockerError
 from dsw.kafka import Kafka, Record
 from tests.conftest import ROOT, SANDBOX_IMAGES, containers_of
-from tests.test_egress import (
+from tests.egress_setups import (
     CLIENT,
     EGRESS,
     check_answers,

@@ -9,7 +9,14 @@ import pytest
 import trio
 
 from dsw.errors import KafkaUnavailable
-from dsw.kafka import Kafka, Record, committed_positions, create_topics, topic_partitions
+from dsw.kafka import (
+    Kafka,
+    Record,
+    committed_positions,
+    create_topics,
+    open_reader,
+    topic_partitions,
+)
 from dsw.offsets import OffsetTracker
 from tests.raw_records import batch_with_bad_header_key, produce_raw
 
@@ -94,3 +101,21 @@ async def test_an_undecodable_record_batch_comes_back_as_one_unreadable_record(
     assert unreadable.unreadable.startswith(
         f"undecodable record batch at offsets {first}..{first + 2}: UnicodeDecodeError"
     )
+
+
+async def test_a_reader_meeting_an_undecodable_record_raises_kafka_unavailable(
+    kafka: Kafka, topic_prefix: str
+) -> None:
+    topic = f"{topic_prefix}undecodable-read"
+    await create_topics(kafka.settings.kafka_broker_url, [topic], partitions=1)
+    batch = batch_with_bad_header_key([(b"k", b"v")])
+    await produce_raw(kafka.settings.kafka_broker_url, topic, 0, batch)
+    async with open_reader(kafka, [topic], from_beginning=True) as reader:
+
+        async def read_all() -> None:
+            with trio.fail_after(30):
+                while True:
+                    await reader.take(0.5)
+
+        with pytest.raises(KafkaUnavailable, match="cannot be decoded: UnicodeDecodeError"):
+            await read_all()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +24,19 @@ from dsw.pool import WarmPool
 from dsw.sandbox import ScriptOutcome, ScriptRequest, run_script
 from dsw.sandbox_types import SandboxType, load_sandbox_type
 from tests.conftest import TEST_SCRIPTS, configure, containers_of
-from tests.proxies import CuttableDocker
+from tests.pools import open_pool, wait_for_size
+from tests.proxies import CuttableDocker, RestartingDaemon, is_delete, open_docker_via
 from tests.sandbox_runs import request_for
-from tests.test_sandbox import RestartingDaemon, is_delete, open_docker_via
-from tests.test_worker import count_finished, finished_of, stop
-from tests.workers import by_topic, job, read_until, run_worker, worker_settings
+from tests.workers import (
+    by_topic,
+    count_finished,
+    finished_of,
+    job,
+    read_until,
+    run_worker,
+    stop,
+    worker_settings,
+)
 
 SHELL, MONO = "linux-amd64-shell", "linux-amd64-mono"
 
@@ -43,40 +49,11 @@ async def pool_containers(docker: DockerClient, settings: Settings) -> list[str]
     ]
 
 
-async def wait_for_size(pool: WarmPool, size: int) -> None:
-    with trio.fail_after(60):
-        while len(pool.names()) != size:  # noqa: ASYNC110 (the pool has no event to offer)
-            await trio.sleep(0.05)
-
-
 async def wait_until(done: Any, timeout_s: float = 60) -> None:
     """Until `done()` (a test's look at state that offers no event)."""
     with trio.fail_after(timeout_s):
         while not done():  # noqa: ASYNC110
             await trio.sleep(0.05)
-
-
-@asynccontextmanager
-async def open_pool(
-    docker: DockerClient,
-    settings: Settings,
-    sandbox: SandboxType,
-    size: int = 2,
-    health: DockerHealth | None = None,
-    *,
-    full: bool = True,
-) -> AsyncIterator[WarmPool]:
-    """A pool being served (full, unless not `full`); discarded at exit (as a drain does)."""
-    pool = WarmPool(docker, settings, sandbox, health or DockerHealth(), size)
-    stopping = trio.Event()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(pool.serve, stopping)
-        if full:
-            await wait_for_size(pool, size)
-        try:
-            yield pool
-        finally:
-            stopping.set()
 
 
 def with_warm_command(

@@ -27,9 +27,10 @@ from dsw.pool import WarmContainer
 from dsw.reaper import EXITED_GRACE_S, finished_at, orphan_reason, reap
 from dsw.sandbox import run_script
 from dsw.sandbox_types import load_sandbox_type
+from tests.pools import open_pool
 from tests.sandbox_runs import request_for
-from tests.test_pool import SHELL, open_pool
 
+SHELL = "linux-amd64-shell"
 IMAGE = "dsw-sandbox:linux-amd64-shell"
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import resource
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import TypeVar
 
 import httpx
 import msgspec
@@ -16,14 +13,13 @@ import trio
 from dsw.config import MiB, Settings
 from dsw.container_spec import pid_namespace
 from dsw.docker import DockerClient
-from dsw.docker.client import transport_for
 from dsw.errors import InvalidJobId
 from dsw.messages import FinishedWith
+from dsw.reaper import remove_own
 from dsw.sandbox import ScriptOutcome, run_script
 from tests.conftest import TEST_SCRIPTS, configure
+from tests.proxies import RestartingDaemon, is_delete, open_docker_via
 from tests.sandbox_runs import request_for, run
-
-Wrapper = TypeVar("Wrapper", bound=httpx.AsyncBaseTransport)
 
 
 async def test_shell_hello_world(docker: DockerClient, settings: Settings) -> None:
@@ -413,59 +409,6 @@ async def test_an_orphan_of_a_dead_worker_is_replaced_not_waited_for(
     assert outcome.stdout == "after the orphan\n"
 
 
-class RestartingDaemon(httpx.AsyncBaseTransport):
-    """The real daemon, but the requests `refused` picks get the answer of a daemon shutting
-    down (500 "database not open") while `restarting` (until `refusals` of them, if given);
-    with `made` they reach the daemon first (a create during shutdown may still make the
-    container)."""
-
-    def __init__(
-        self,
-        inner: httpx.AsyncBaseTransport,
-        refused: Callable[[httpx.Request], bool],
-        made: Callable[[httpx.Request], bool] = lambda request: False,
-        refusals: int | None = None,
-    ) -> None:
-        self.inner, self.refused, self.made, self.refusals = inner, refused, made, refusals
-        self.restarting = True
-        self.answered_500: list[str] = []
-        self.requests: list[str] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        what = f"{request.method} {request.url.path}"
-        self.requests.append(what)
-        if not (self.restarting and self.refused(request)):
-            return await self.inner.handle_async_request(request)
-        if self.made(request):
-            response = await self.inner.handle_async_request(request)
-            await response.aread()
-            await response.aclose()
-        self.answered_500.append(what)
-        self.restarting = len(self.answered_500) != self.refusals
-        return httpx.Response(500, json={"message": "database not open"})
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-@asynccontextmanager
-async def open_docker_via(
-    settings: Settings, wrap: Callable[[httpx.AsyncBaseTransport], Wrapper]
-) -> AsyncIterator[tuple[DockerClient, Wrapper]]:
-    """A client made as `open_docker` makes it, its transport wrapped by `wrap`."""
-    base_url, transport = transport_for(settings)
-    wrapper = wrap(transport)
-    timeout = httpx.Timeout(settings.docker_timeout_s)
-    async with httpx.AsyncClient(base_url=base_url, transport=wrapper, timeout=timeout) as http:
-        client = DockerClient(http, settings.docker_timeout_s)
-        await client.negotiate()
-        yield client, wrapper
-
-
-def is_delete(request: httpx.Request) -> bool:
-    return request.method == "DELETE"
-
-
 async def test_a_removal_answered_500_while_the_daemon_restarts_is_asked_again(
     docker: DockerClient, settings: Settings
 ) -> None:
@@ -479,3 +422,26 @@ async def test_a_removal_answered_500_while_the_daemon_restarts_is_asked_again(
     assert [r.split("/")[-2] for r in restarting.answered_500] == ["containers", "containers"]
     # Removed by the job itself, not left to the reaper.
     assert await docker.containers_list(name=f"^/sandbox-job-{request.job_id}$") == []
+
+
+async def test_a_leftover_the_daemon_cannot_remove_is_put_aside_for_the_reaper(
+    docker: DockerClient, settings: Settings
+) -> None:
+    # After a restart the daemon may refuse a removal for a while ("device or resource busy").
+    request = request_for(settings, "echo past it\n")
+    leftover = {
+        "Image": "dsw-sandbox:linux-amd64-shell",
+        "Labels": {"dsw.project": "dsw", "dsw.worker": settings.worker_id},
+    }
+    await docker.container_create(f"sandbox-job-{request.job_id}", leftover)
+
+    def daemon(inner: httpx.AsyncBaseTransport) -> RestartingDaemon:
+        return RestartingDaemon(inner, is_delete, refusals=1)
+
+    async with open_docker_via(settings, daemon) as (refusing_docker, refusing):
+        outcome = await run_script(refusing_docker, settings, request)
+    assert outcome.stdout == "past it\n"
+    assert len(refusing.answered_500) == 1
+    aside = await docker.containers_list(name=f"^/sandbox-job-{request.job_id}-aside-")
+    assert [c["Labels"]["dsw.worker"] for c in aside] == [settings.worker_id]
+    assert await remove_own(docker, settings) == 1  # what a worker does at its end

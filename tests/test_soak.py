@@ -409,10 +409,11 @@ def explain_duplicate(
     """(the fault, in words why) that made this job run or answer twice; None if none did.
 
     The repeat is the second `running` (or, without one, the second `finished`). A fault explains
-    it when the job's first attempt began before the fault's window ended, was still unanswered
-    or uncommitted when the fault began (answered at most UNCOMMITTED_S before it), and the
-    repeat came after the fault began; of those, the one in whose window the first attempt was
-    answered (its offset then not committed) or, if it was not answered, the first one.
+    it when the job's first attempt began before the fault was undone (its offset may stay
+    uncommitted long after its answer, behind a longer job at a lower offset of its partition)
+    and the repeat came after the fault began; of those, the one in whose window the first
+    attempt was answered (its offset then not committed) or, if it was not answered, the first
+    one.
     """
 
     def at(ts: float) -> str:
@@ -421,14 +422,7 @@ def explain_duplicate(
     first_run = min([ts for ts, _ in runs] + [ts for ts, _ in fins])
     repeat = runs[1][0] if len(runs) > 1 else fins[1][0]
     answered = [ts for ts, _ in fins if ts < repeat]
-    first_end = answered[0] if answered else repeat
-    candidates = [
-        f
-        for f in faults
-        if first_run <= f.window_end()
-        and first_end >= f.start - UNCOMMITTED_S
-        and repeat >= f.start
-    ]
+    candidates = [f for f in faults if first_run <= f.back and repeat >= f.start]
     if not candidates:
         return None
     cause = candidates[0]

@@ -22,9 +22,8 @@ from dsw.docker import DockerClient
 from dsw.kafka import Kafka, topic_partitions
 from dsw.submit import SubmitOptions, submit
 from tests.conftest import TEST_SCRIPTS, configure
-from tests.terminals import run_on_terminal
-from tests.test_cli_run import HOSTILE
-from tests.test_junit import read_report
+from tests.junit_reports import read_report
+from tests.terminals import HOSTILE, run_on_terminal
 from tests.workers import free_port, run_dsw, run_worker, worker_settings
 
 SHELL = "linux-amd64-shell"

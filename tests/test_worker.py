@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -13,15 +12,18 @@ import trio
 
 from dsw.config import Settings
 from dsw.docker import DockerClient
-from dsw.kafka import Kafka, Record, committed_positions
+from dsw.kafka import Kafka
 from tests.conftest import containers_of
 from tests.workers import (
     EXAMPLE_JOB,
-    WorkerProcess,
     by_topic,
+    committed,
+    count_finished,
+    finished_of,
     job,
     read_until,
     run_worker,
+    stop,
     worker_settings,
 )
 
@@ -54,19 +56,6 @@ async def test_original_example_job(
     assert results["stderr"] == ""
     keys = {r.key for r in records}
     assert keys == {job_id.encode()}
-
-
-def finished_of(records: list[Record], ws: Settings) -> dict[str, dict[str, Any]]:
-    return {m["jobId"]: m for m in by_topic(records, ws.finished_topic)}
-
-
-def count_finished(ws: Settings, n: int) -> Callable[[list[Record]], bool]:
-    return lambda rs: len({r.key for r in rs if r.topic == ws.finished_topic}) >= n
-
-
-async def stop(worker: WorkerProcess) -> None:
-    worker.signal(signal.SIGTERM)
-    assert await worker.wait() == 0, worker.output
 
 
 async def test_timeout_failure_and_success(
@@ -147,10 +136,6 @@ async def test_malformed_messages_then_a_valid_job(
         assert headers["kafka_dlt-original-topic"] == pending.encode()
         assert headers["kafka_dlt-exception-message"]
     assert sum((await committed(ws, SHELL)).values()) == len(dead) + len(rejected) + 1
-
-
-async def committed(ws: Settings, sandbox: str) -> dict[tuple[str, int], int]:
-    return await committed_positions(ws.kafka_broker_url, ws.consumer_group_prefix + sandbox)
 
 
 async def test_twenty_jobs_never_more_than_capacity(

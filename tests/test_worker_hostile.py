@@ -18,8 +18,17 @@ from dsw.config import Settings
 from dsw.docker import DockerClient
 from dsw.kafka import Kafka, create_topics
 from tests.raw_records import batch_with_bad_header_key, produce_raw, raw_batch
-from tests.test_worker import committed, count_finished, finished_of, stop
-from tests.workers import by_topic, job, read_until, run_worker, worker_settings
+from tests.workers import (
+    by_topic,
+    committed,
+    count_finished,
+    finished_of,
+    job,
+    read_until,
+    run_worker,
+    stop,
+    worker_settings,
+)
 
 MONO = "linux-amd64-mono"
 SHELL = "linux-amd64-shell"

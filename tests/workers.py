@@ -20,7 +20,7 @@ import msgspec
 import trio
 
 from dsw.config import Settings, environment_of
-from dsw.kafka import Kafka, Record, create_topics, open_reader
+from dsw.kafka import Kafka, Record, committed_positions, create_topics, open_reader
 
 EXAMPLE_JOB = (
     '{"jobId": "7f000001-863c-17b2-8186-3cdeb62e0000","script": '
@@ -209,3 +209,20 @@ async def read_until(
 
 def by_topic(records: list[Record], topic: str) -> list[dict[str, Any]]:
     return [json.loads(r.value or b"null") for r in records if r.topic == topic]
+
+
+def finished_of(records: list[Record], ws: Settings) -> dict[str, dict[str, Any]]:
+    return {m["jobId"]: m for m in by_topic(records, ws.finished_topic)}
+
+
+def count_finished(ws: Settings, n: int) -> Callable[[list[Record]], bool]:
+    return lambda rs: len({r.key for r in rs if r.topic == ws.finished_topic}) >= n
+
+
+async def stop(worker: WorkerProcess) -> None:
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait() == 0, worker.output
+
+
+async def committed(ws: Settings, sandbox: str) -> dict[tuple[str, int], int]:
+    return await committed_positions(ws.kafka_broker_url, ws.consumer_group_prefix + sandbox)

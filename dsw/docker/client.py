@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpcore
 import httpx
+import trio
 
 from dsw import metrics
 from dsw.config import Settings, unix_socket_path
@@ -129,6 +130,7 @@ class DockerClient:
     def __init__(self, http: httpx.AsyncClient, timeout_s: float) -> None:
         self._http = http
         self._prefix = "/v{}.{}".format(*MIN_API_VERSION)
+        self._timeout_s = timeout_s
         # Long polls: bounded connect, unbounded read; the caller's cancel scope is the deadline.
         self._long_poll = httpx.Timeout(None, connect=timeout_s)
 
@@ -255,10 +257,18 @@ class DockerClient:
     # -- containers ------------------------------------------------------------------------
 
     async def container_create(self, name: str, config: Json) -> tuple[str, list[str]]:
-        """Create a container; returns its id and the daemon's warnings."""
-        result = await self._json(
-            "POST", f"/containers/create?name={quote(name, safe='')}", json=config
-        )
+        """Create a container; returns its id and the daemon's warnings. Never cut off half way:
+        the daemon would finish a create whose answer nobody waits for, and leave a container
+        its caller cannot know of; a cancellation takes effect once the answer is in (within the
+        request timeout)."""
+        with trio.CancelScope(shield=True) as creating:
+            creating.deadline = trio.current_time() + self._timeout_s + 1
+            result = await self._json(
+                "POST", f"/containers/create?name={quote(name, safe='')}", json=config
+            )
+        if creating.cancelled_caught:
+            raise DockerUnavailable("POST /containers/create", "no answer in time")
+        await trio.lowlevel.checkpoint_if_cancelled()
         return result["Id"], list(result.get("Warnings") or [])
 
     async def container_start(self, container: str) -> None:
