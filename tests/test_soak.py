@@ -16,6 +16,7 @@ kept beside it in `.local/soak/<timestamp>/`.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -57,10 +58,12 @@ PARTITIONS = 6
 # The burst: most jobs under a second, some a few seconds, a few over a 2 s time limit, and a few
 # that outlast dockerd's stop timeout (10 s: at its SIGTERM it stops every container, SIGKILL
 # after 10 s), so that the restart surely meets containers it has to kill. Those are published
-# together at OUTLAST_AT of the burst and the restart waits for one of them to start.
+# together at OUTLAST_AT of the burst and the restart waits for one of them to start: late
+# enough that the queue gets to them only after the broker stop has settled (at about 60 s; the
+# burst takes 90-120 s), early enough that the restart still meets load.
 MIX = {"echo": 300, "short": 194, "long": 80, "timeout": 20, "outlast": 6}
 OUTLAST_S = 15
-OUTLAST_AT = 0.65
+OUTLAST_AT = 0.8
 DOCKERD_STOP_TIMEOUT_S = 10  # a container's default StopTimeout
 TIME_LIMIT_S = 2
 # A killed worker's partitions move once the broker gives up on it: this, not the default 45 s.
@@ -575,9 +578,12 @@ async def soak(
 
         # The burst.
         t0 = time.time()
-        async with trio.open_nursery() as publishing:
-            for p in planned:
-                publishing.start_soon(kafka.publish, pending, p.job_id, p.body)
+        # In three steps, each at once: what comes before the outlasting jobs, then they, then
+        # the rest, so that every partition has them at OUTLAST_AT of its queue.
+        for _, part in itertools.groupby(planned, key=lambda p: p.kind == "outlast"):
+            async with trio.open_nursery() as publishing:
+                for p in part:
+                    publishing.start_soon(kafka.publish, pending, p.job_id, p.body)
         report["burst"] = {"published_s": round(time.time() - t0, 2)}
 
         # (a) kill -9 a worker, then start it again under a new instance suffix.
