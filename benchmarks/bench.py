@@ -56,10 +56,14 @@ def _socket_path(settings: Settings) -> str:
     return path
 
 
-def _kafka_reachable(bootstrap: str) -> None:
+def _first_broker(bootstrap: str) -> tuple[str, int]:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return host, int(port)
+
+
+def _kafka_reachable(bootstrap: str) -> None:
     try:
-        socket.create_connection((host, int(port)), timeout=5).close()
+        socket.create_connection(_first_broker(bootstrap), timeout=5).close()
     except OSError as exc:
         message = f"bench: no Kafka broker at {bootstrap} ({exc}); run `just provision`"
         raise SystemExit(message) from None
@@ -114,7 +118,7 @@ async def run(args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
             try:
                 machine = await raw.machine([t.image for t in cases.types])
                 daemon = Daemon.find(socket_path, machine["root_dir"], (WORKER_LABEL, prefix))
-                cases.broker = tcp_listeners(int(bootstrap.split(",")[0].rpartition(":")[2]))
+                cases.broker = tcp_listeners(_first_broker(bootstrap)[1])
                 result["machine"] = {
                     **machine,
                     "python": platform.python_version(),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import trio
@@ -77,10 +77,11 @@ class _UntilReleased:
 
 
 class ContainerOutput:
-    """What one container writes, and what the worker does about it. With `released_by_marker`
-    (a warm pool's container), each stream starts after dsw-entry's release marker."""
+    """What one container writes, and what the worker does about it. Each stream starts after
+    dsw-entry's release marker; `on_released` is told once the marker has come on every stream:
+    the script is about to run (a warm container lost before that never ran it)."""
 
-    def __init__(self, settings: Settings, released_by_marker: bool = False) -> None:
+    def __init__(self, settings: Settings, on_released: Callable[[], None] = lambda: None) -> None:
         # Past WORKER_MAX_MESSAGE_BYTES nothing could be published: counted, not kept.
         limit, keep = settings.output_limit_bytes, settings.max_message_bytes
         self.stdout = CappedOutput(limit, keep)
@@ -94,13 +95,12 @@ class ContainerOutput:
         self.report: EntryReport | None = None
         self.done = trio.Event()
         self.error: DockerError | None = None
-        self.gates = (
-            {STDOUT: _UntilReleased(), STDERR: _UntilReleased()} if released_by_marker else {}
-        )
+        self.gates = {STDOUT: _UntilReleased(), STDERR: _UntilReleased()}
+        self._on_released: Callable[[], None] | None = on_released
 
     @property
     def released(self) -> bool:
-        """Whether the job's script got to run (always, for a container not from the pool)."""
+        """Whether the job's script got to run."""
         return all(gate.released for gate in self.gates.values())
 
     def take(self, stream: int, piece: bytes) -> None:
@@ -108,6 +108,9 @@ class ContainerOutput:
         gate = self.gates.get(stream)
         if gate is not None:
             piece = gate.feed(piece)
+            if self._on_released is not None and self.released:
+                on_released, self._on_released = self._on_released, None
+                on_released()
         name, output = {STDOUT: ("stdout", self.stdout), STDERR: ("stderr", self.stderr)}.get(
             stream, ("", None)
         )
@@ -123,7 +126,7 @@ class ContainerOutput:
             if self.over_limit:
                 return
 
-    async def collect_released(
+    async def collect(
         self,
         docker: DockerClient,
         container: str,

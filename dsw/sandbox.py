@@ -297,9 +297,11 @@ async def remove_container(docker: DockerClient, container: str | None, job_id: 
     backoff, until the caller's deadline (the caller shields it and gives it one), so that the
     container is gone before the job's slot is used again. A failure is logged and counted,
     never raised: the reaper retries it."""
+    if container is None:
+        return
     delay_s = 0.1
     with metrics.container_cleanup.time():
-        while container is not None:
+        while True:
             try:
                 await docker.container_remove(container)
                 return
@@ -328,10 +330,10 @@ async def _run(
     """Start the container (a warm one runs already), release it with the job's files, then call
     `released`; wait for it within the time limit, and read what it wrote. `on_started` runs
     once the container's release marker has come."""
-    output = _ReleasedOutput(settings, on_started or (lambda: None))
+    output = ContainerOutput(settings, on_started or (lambda: None))
     async with open_nursery() as nursery:
         try:
-            stdin = await nursery.start(output.collect_released, docker, container)
+            stdin = await nursery.start(output.collect, docker, container)
             if not warm:
                 with metrics.container_start.time():
                     await docker.container_start(container)
@@ -396,22 +398,6 @@ async def _run(
         peak_memory_bytes=peak,
         note=_note(settings, request, output.over_limit, oom_killed, timed_out),
     )
-
-
-class _ReleasedOutput(ContainerOutput):
-    """A container's output, which tells `on_released` once the release marker has come on
-    every stream: the script is about to run. A warm container lost between the release and its
-    marker never ran the script (its job runs cold and is started there, once)."""
-
-    def __init__(self, settings: Settings, on_released: Callable[[], None]) -> None:
-        super().__init__(settings, released_by_marker=True)
-        self._on_released: Callable[[], None] | None = on_released
-
-    def take(self, stream: int, piece: bytes) -> None:
-        super().take(stream, piece)
-        if self._on_released is not None and self.released:
-            on_released, self._on_released = self._on_released, None
-            on_released()
 
 
 def _note(

@@ -41,8 +41,17 @@ def settings() -> Settings:
     return load_settings({}, worker_id="test-output")
 
 
-def test_a_stop_after_the_script_s_end_is_read_from_the_report(settings: Settings) -> None:
+def released(settings: Settings) -> ContainerOutput:
+    """Output of a container that has said it was released: what follows is the job's."""
     output = ContainerOutput(settings)
+    output.take(STDOUT, RELEASED)
+    output.take(STDERR, RELEASED)
+    assert output.released
+    return output
+
+
+def test_a_stop_after_the_script_s_end_is_read_from_the_report(settings: Settings) -> None:
+    output = released(settings)
     output.take(STDOUT, b"done\n")
     output.take(STDERR, b"warning\n" + report(late=1))
     output.finish()
@@ -54,7 +63,7 @@ def test_a_stop_after_the_script_s_end_is_read_from_the_report(settings: Setting
 
 
 def test_a_report_in_pieces_with_empty_values_is_read(settings: Settings) -> None:
-    output = ContainerOutput(settings)
+    output = released(settings)
     whole = b"err" + report(late=0, peak="", ooms="")
     for at in range(len(whole)):
         output.take(STDERR, whole[at : at + 1])
@@ -68,7 +77,7 @@ def test_a_report_in_pieces_with_empty_values_is_read(settings: Settings) -> Non
 def test_a_report_that_is_not_the_last_bytes_is_the_script_s_own_output(
     settings: Settings,
 ) -> None:
-    output = ContainerOutput(settings)
+    output = released(settings)
     forged = report(late=1) + b"more\n"
     output.take(STDERR, forged)
     output.finish()
@@ -78,7 +87,7 @@ def test_a_report_that_is_not_the_last_bytes_is_the_script_s_own_output(
 
 def test_no_report_is_taken_from_a_stream_over_its_cap(settings: Settings) -> None:
     small = load_settings({}, worker_id="test-output", output_limit_bytes=1024)
-    output = ContainerOutput(small)
+    output = released(small)
     output.take(STDOUT, b"x" * 2048)
     output.take(STDERR, report(late=1))
     output.finish()
